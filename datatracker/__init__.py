@@ -1,0 +1,1 @@
+"""Code shared by the collector and the API: settings, database access, symbols."""

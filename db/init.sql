@@ -1,0 +1,64 @@
+-- datatracker schema. Idempotent: applying it again changes nothing.
+-- Applied by docker-compose on the database's first start, and by
+-- `python -m datatracker initdb` everywhere else.
+
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+
+-- Group roles. Login roles (one per service) are granted into these; see
+-- db/create-users.sh for the Docker setup.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tracker_reader') THEN
+        CREATE ROLE tracker_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tracker_writer') THEN
+        CREATE ROLE tracker_writer NOLOGIN;
+    END IF;
+END
+$$;
+
+-- One row per currency pair per exchange. `symbol` is the normalised name the
+-- API serves (lowercase base + quote, e.g. `btcusd`); base and quote are kept
+-- as the exchange's unified codes (`BTC`, `USD`).
+CREATE TABLE IF NOT EXISTS markets (
+    id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    exchange    text        NOT NULL,
+    symbol      text        NOT NULL,
+    base        text        NOT NULL,
+    quote       text        NOT NULL,
+    first_seen  timestamptz NOT NULL,
+    last_seen   timestamptz NOT NULL,
+    CONSTRAINT markets_exchange_symbol_key UNIQUE (exchange, symbol)
+);
+
+-- One row per pair per collection cycle. `time` is the cycle's scheduled
+-- instant, so a pair has at most one tick per cycle and the primary key makes
+-- writing the same cycle twice a no-op. `exchange_time` is the exchange's own
+-- timestamp, where it sends one.
+CREATE TABLE IF NOT EXISTS ticks (
+    time           timestamptz      NOT NULL,
+    market_id      integer          NOT NULL REFERENCES markets (id),
+    price          double precision NOT NULL CHECK (price > 0 AND price < 'Infinity'),
+    exchange_time  timestamptz,
+    -- Also the index of the API's 24-hour query: one pair, a time range.
+    CONSTRAINT ticks_pkey PRIMARY KEY (market_id, time)
+);
+
+SELECT create_hypertable(
+    'ticks', by_range('time', INTERVAL '1 day'), if_not_exists => TRUE
+);
+
+-- For people who query SQL directly: ticks with readable names.
+CREATE OR REPLACE VIEW prices AS
+SELECT m.exchange, m.symbol, t.time, t.price
+FROM ticks AS t
+JOIN markets AS m ON m.id = t.market_id;
+
+COMMENT ON TABLE markets IS 'Currency pairs per exchange; symbol is lowercase base+quote (btcusd).';
+COMMENT ON TABLE ticks IS 'One price per pair per collection cycle (time = the cycle''s scheduled instant).';
+COMMENT ON VIEW prices IS 'Ticks with exchange and symbol names: the table to query by hand.';
+
+GRANT USAGE ON SCHEMA public TO tracker_reader, tracker_writer;
+GRANT SELECT ON markets, ticks, prices TO tracker_reader;
+GRANT SELECT, INSERT, UPDATE ON markets, ticks TO tracker_writer;
+GRANT SELECT ON prices TO tracker_writer;
