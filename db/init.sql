@@ -19,7 +19,9 @@ $$;
 
 -- One row per currency pair per exchange. `symbol` is the normalised name the
 -- API serves (lowercase base + quote, e.g. `btcusd`); base and quote are kept
--- as the exchange's unified codes (`BTC`, `USD`).
+-- as the exchange's unified codes (`BTC`, `USD`). first_seen is the first
+-- tick's time; last_seen the latest tick's, kept to within an hour (refreshing
+-- every market's row every cycle would cost as much as writing the ticks).
 CREATE TABLE IF NOT EXISTS markets (
     id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     exchange    text        NOT NULL,
@@ -29,15 +31,18 @@ CREATE TABLE IF NOT EXISTS markets (
     first_seen  timestamptz NOT NULL,
     last_seen   timestamptz NOT NULL,
     CONSTRAINT markets_exchange_symbol_key UNIQUE (exchange, symbol)
-);
+) WITH (fillfactor = 80);  -- room for in-page (HOT) updates of last_seen
 
 -- One row per pair per collection cycle. `time` is the cycle's scheduled
 -- instant, so a pair has at most one tick per cycle and the primary key makes
 -- writing the same cycle twice a no-op. `exchange_time` is the exchange's own
--- timestamp, where it sends one.
+-- timestamp, where it sends one. market_id always names a row of markets: the
+-- collector registers markets in the statement that writes their ticks. There is
+-- no foreign key because checking one costs a lookup per tick (about as much as
+-- writing the tick itself) and TimescaleDB copies it onto every chunk.
 CREATE TABLE IF NOT EXISTS ticks (
     time           timestamptz      NOT NULL,
-    market_id      integer          NOT NULL REFERENCES markets (id),
+    market_id      integer          NOT NULL,
     price          double precision NOT NULL CHECK (price > 0 AND price < 'Infinity'),
     exchange_time  timestamptz,
     -- Also the index of the API's 24-hour query: one pair, a time range.

@@ -1,0 +1,61 @@
+"""`create_app(settings)`: the Litestar application and its resources."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from litestar import Litestar, Request, Response
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from psycopg_pool import PoolTimeout
+
+from api.routes import health, price_history, provide_connection
+from datatracker.database import create_pool
+from datatracker.settings import Settings
+
+# A request waits this long for a connection before answering 503.
+CONNECTION_WAIT_SECONDS = 5.0
+
+
+def database_unavailable(
+    request: Request[Any, Any, State], error: Exception
+) -> Response[dict[str, object]]:
+    """The database is down or overloaded: say so as JSON, with 503."""
+    return Response(
+        {"status_code": 503, "detail": "database unavailable, try again shortly"},
+        status_code=503,
+    )
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The API app; its connection pool opens and closes with the app's lifespan."""
+    pool = create_pool(
+        settings.database_url,
+        max_size=settings.db_pool_max_size,
+        name="api",
+        timeout=CONNECTION_WAIT_SECONDS,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Not waiting for the database: the API starts and answers 503 until it is back.
+        await pool.open(wait=False)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[price_history, health],
+        dependencies={"conn": Provide(provide_connection)},
+        lifespan=[lifespan],
+        exception_handlers={
+            psycopg.OperationalError: database_unavailable,
+            PoolTimeout: database_unavailable,
+        },
+        openapi_config=OpenAPIConfig(title="datatracker", version="0.1.0"),
+        logging_config=None,  # datatracker.logs configures logging for the whole process
+    )

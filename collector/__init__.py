@@ -1,0 +1,1 @@
+"""The collector: every interval, fetch every pair's price from every exchange and write them."""

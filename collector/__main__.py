@@ -1,0 +1,78 @@
+"""`python -m collector [run | once | backfill --hours N]`."""
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import UTC, datetime
+
+from collector.backfill import backfill
+from collector.cycle import cycle_instant, run_cycle
+from collector.service import resume_walk, serve
+from collector.sources import build_source
+from collector.sources.live import UnknownExchangeError
+from datatracker.database import create_pool, wait_for_database
+from datatracker.logs import configure_logging
+from datatracker.settings import Settings, load_settings
+
+log = logging.getLogger("collector")
+
+# `once` and `backfill` are run by hand or by scripts: fail rather than wait forever.
+COMMAND_DB_TIMEOUT_SECONDS = 30.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m collector", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="collect every interval until stopped (the default)")
+    commands.add_parser("once", help="run one cycle now; exit 1 unless every exchange was written")
+    fill = commands.add_parser("backfill", help="fill the last N hours of history")
+    fill.add_argument("--hours", type=float, required=True, help="how far back, at most 168")
+    args = parser.parse_args(argv)
+    if args.command == "backfill" and not 0 < args.hours <= 168:
+        parser.error("--hours must be more than 0 and at most 168")
+    return args
+
+
+async def main(settings: Settings, args: argparse.Namespace) -> int:
+    command = args.command or "run"
+    source = build_source(settings)
+    pool = create_pool(settings.database_url, max_size=2, name="collector")
+    try:
+        timeout = None if command == "run" else COMMAND_DB_TIMEOUT_SECONDS
+        await wait_for_database(settings.database_url, give_up_after=timeout)
+        await pool.open(wait=True)
+        interval = settings.collect_interval_seconds
+        now = cycle_instant(datetime.now(UTC), interval)
+        if command == "once":
+            await resume_walk(source, pool)
+            report = await run_cycle(
+                source, pool, now, timeout_seconds=settings.exchange_timeout_seconds
+            )
+            return 1 if report.failed else 0
+        if command == "backfill":
+            await backfill(source, pool, now, args.hours)
+            return 0
+        await serve(settings, source, pool)
+        return 0
+    finally:
+        await source.close()
+        await pool.close()
+
+
+def run(argv: list[str]) -> int:
+    args = parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    try:
+        return asyncio.run(main(settings, args))
+    except UnknownExchangeError as error:
+        log.error("configuration error: %s", error)
+        return 2
+    except Exception as error:
+        log.error("collector stopped: %s: %s", type(error).__name__, error)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

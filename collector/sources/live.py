@@ -1,0 +1,160 @@
+"""Live prices from the exchanges' public ticker endpoints, through ccxt's async client."""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import ccxt.async_support as ccxt
+
+from collector.sources import HistoryBatch
+from collector.ticks import Quote, Tick, valid_price
+from datatracker.symbols import normalise_symbol
+
+log = logging.getLogger(__name__)
+
+
+class UnknownExchangeError(ValueError):
+    """An exchange name that ccxt does not know."""
+
+
+def create_exchange(exchange_id: str, *, timeout_seconds: float, rate_limit: bool) -> Any:
+    """A ccxt client restricted to spot markets, without the currencies request."""
+    if exchange_id not in ccxt.exchanges:
+        raise UnknownExchangeError(
+            f"SUPPORTED_EXCHANGES: ccxt knows no exchange {exchange_id!r} "
+            "(names are ccxt ids such as binance, coinbase, kraken, bitstamp, okx)"
+        )
+    exchange = getattr(ccxt, exchange_id)(
+        {
+            "enableRateLimit": rate_limit,
+            "timeout": int(timeout_seconds * 1000),
+            "options": {"fetchMarkets": {"types": ["spot"]}},
+        }
+    )
+    exchange.has["fetchCurrencies"] = False
+    return exchange
+
+
+def point_at(exchange: Any, base_url: str) -> None:
+    """Send every API request of `exchange` to `base_url/<exchange id>/<original path>`."""
+    prefix = f"{base_url.rstrip('/')}/{exchange.id}"
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(("https://", "http://")):
+            return prefix + urlsplit(value).path
+        if isinstance(value, dict):
+            return {key: rewrite(item) for key, item in value.items()}
+        return value
+
+    exchange.urls["api"] = rewrite(exchange.urls["api"])
+
+
+def _utc(milliseconds: int | float | None) -> datetime | None:
+    return None if milliseconds is None else datetime.fromtimestamp(milliseconds / 1000, UTC)
+
+
+def quotes_from_tickers(markets: dict[str, Any], tickers: dict[str, Any]) -> list[Quote]:
+    """A quote per spot market in ccxt's unified tickers (its last price, or close)."""
+    quotes = []
+    for symbol, ticker in tickers.items():
+        market = markets.get(symbol)
+        if not market or not market.get("spot"):
+            continue
+        price = ticker.get("last") if ticker.get("last") is not None else ticker.get("close")
+        quotes.append(Quote(market["base"], market["quote"], price, _utc(ticker.get("timestamp"))))
+    return quotes
+
+
+class LiveSource:
+    """Prices from real exchanges; one ccxt client per exchange, markets reloaded periodically."""
+
+    def __init__(
+        self,
+        exchanges: Iterable[str],
+        *,
+        timeout_seconds: float,
+        markets_reload_seconds: float,
+        base_url: str | None = None,
+        rate_limit: bool = True,
+    ) -> None:
+        self.exchanges = tuple(exchanges)
+        self._clients = {
+            name: create_exchange(name, timeout_seconds=timeout_seconds, rate_limit=rate_limit)
+            for name in self.exchanges
+        }
+        if base_url:
+            for client in self._clients.values():
+                point_at(client, base_url)
+        self._markets_reload_seconds = markets_reload_seconds
+        self._markets_loaded_at: dict[str, float] = {}
+
+    async def _markets(self, exchange: str) -> dict[str, Any]:
+        client = self._clients[exchange]
+        loaded_at = self._markets_loaded_at.get(exchange)
+        if loaded_at is None or time.monotonic() - loaded_at > self._markets_reload_seconds:
+            # New listings only appear after a reload: ccxt caches markets forever.
+            await client.load_markets(reload=loaded_at is not None)
+            self._markets_loaded_at[exchange] = time.monotonic()
+        return client.markets  # type: ignore[no-any-return]
+
+    async def fetch_quotes(self, exchange: str, at: datetime) -> list[Quote]:
+        """Every spot pair's last price, from one `fetch_tickers()` request."""
+        markets = await self._markets(exchange)
+        tickers = await self._clients[exchange].fetch_tickers()
+        return quotes_from_tickers(markets, tickers)
+
+    async def _candle_ticks(
+        self, exchange: str, symbol: str, start: datetime, end: datetime
+    ) -> list[Tick]:
+        client = self._clients[exchange]
+        market = client.markets[symbol]
+        since, until = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        candles = await client.fetch_ohlcv(
+            symbol, "1m", since=since, params={"paginate": True, "until": until}
+        )
+        # A 1-minute candle's close is the price at its end: that is the cycle instant.
+        base, quote = market["base"], market["quote"]
+        symbol_name = normalise_symbol(base, quote)
+        ticks: dict[int, Tick] = {}
+        for opened, _open, _high, _low, close, *_ in candles:
+            closed, price = opened + 60_000, valid_price(close)
+            if price is not None and since < closed <= until:
+                when = datetime.fromtimestamp(closed / 1000, UTC)
+                ticks[closed] = Tick(when, exchange, symbol_name, base, quote, price)
+        return [ticks[closed] for closed in sorted(ticks)]
+
+    async def history(self, start: datetime, end: datetime) -> AsyncIterator[HistoryBatch]:
+        """Ticks from each spot market's 1-minute candles, a batch per market."""
+        symbols = {
+            exchange: [s for s, m in (await self._markets(exchange)).items() if m.get("spot")]
+            for exchange in self.exchanges
+        }
+        total = sum(len(names) for names in symbols.values())
+        batches: asyncio.Queue[list[Tick]] = asyncio.Queue()
+
+        async def backfill_exchange(exchange: str) -> None:
+            for symbol in symbols[exchange]:
+                ticks: list[Tick] = []
+                try:
+                    ticks = await self._candle_ticks(exchange, symbol, start, end)
+                except Exception as error:  # ccxt leaks plain exceptions on bad bodies
+                    log.warning("%s %s: no candles (%s)", exchange, symbol, error)
+                finally:
+                    await batches.put(ticks)
+
+        tasks = [asyncio.create_task(backfill_exchange(name)) for name in self.exchanges]
+        try:
+            for done in range(1, total + 1):
+                yield HistoryBatch(await batches.get(), done, total)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Close every exchange client's HTTP session."""
+        await asyncio.gather(*(client.close() for client in self._clients.values()))

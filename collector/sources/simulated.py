@@ -1,0 +1,162 @@
+"""A deterministic random walk over realistic pairs, for installations without network access.
+
+Each pair (say BTC/USD) follows one geometric random walk shared by every exchange
+that lists it; each exchange adds a small fixed premium and a little noise of its own,
+as real exchanges do. A weak pull towards the pair's starting level keeps prices plausible over
+months. The walk is seeded by the cycle's instant, so the same seed, instant and state
+give the same prices.
+"""
+
+import math
+import random
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from collector.sources import HistoryBatch
+from collector.ticks import Quote, normalise
+from datatracker.symbols import normalise_symbol
+
+# Base assets with rough USD price levels (late 2025) and per-minute volatility.
+ASSETS: tuple[tuple[str, float, float], ...] = (
+    ("BTC", 97_000.0, 0.0008),
+    ("ETH", 3_400.0, 0.0010),
+    ("SOL", 180.0, 0.0015),
+    ("BNB", 650.0, 0.0010),
+    ("XRP", 2.3, 0.0015),
+    ("ADA", 0.9, 0.0018),
+    ("DOGE", 0.32, 0.0022),
+    ("AVAX", 35.0, 0.0018),
+    ("DOT", 6.5, 0.0018),
+    ("LINK", 20.0, 0.0017),
+    ("LTC", 100.0, 0.0014),
+    ("UNI", 12.0, 0.0018),
+    ("ATOM", 7.0, 0.0018),
+    ("1INCH", 0.35, 0.0022),
+    ("TRX", 0.25, 0.0012),
+    ("XLM", 0.4, 0.0016),
+    ("AAVE", 300.0, 0.0018),
+    ("NEAR", 5.0, 0.0020),
+    ("SHIB", 0.000022, 0.0025),
+    ("PEPE", 0.000012, 0.0030),
+    ("BONK", 0.00003, 0.0032),
+)
+# Quote currencies with their value in USD.
+QUOTES: tuple[tuple[str, float], ...] = (
+    ("USD", 1.0),
+    ("USDT", 1.0),
+    ("USDC", 1.0),
+    ("EUR", 1.05),
+    ("BTC", 97_000.0),
+)
+STEP = timedelta(minutes=1)
+# Pull towards the starting level: about a week for a deviation to halve.
+REVERSION_PER_MINUTE = math.log(2) / (7 * 24 * 60)
+EXCHANGE_NOISE = 0.0002
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A simulated currency pair: its starting price and per-minute volatility."""
+
+    base: str
+    quote: str
+    price: float
+    volatility: float
+
+    @property
+    def symbol(self) -> str:
+        return normalise_symbol(self.base, self.quote)
+
+
+def catalogue(count: int) -> list[Pair]:
+    """The first `count` pairs: real assets against each quote, then synthetic tokens."""
+    pairs = [
+        Pair(base, quote, usd / quote_usd, vol)
+        for quote, quote_usd in QUOTES
+        for base, usd, vol in ASSETS
+        if base != quote
+    ]
+    rng = random.Random(0)  # synthetic tokens are the same everywhere
+    token = 0
+    while len(pairs) < count:
+        token += 1
+        pairs.append(
+            Pair(f"SIM{token:04d}", "USDT", 10 ** rng.uniform(-6, 3), rng.uniform(0.001, 0.004))
+        )
+    return pairs[:count]
+
+
+class SimulatedSource:
+    """A seeded random walk over `pairs_per_exchange` pairs on each configured exchange."""
+
+    def __init__(self, exchanges: Iterable[str], *, pairs_per_exchange: int, seed: int) -> None:
+        self.exchanges = tuple(exchanges)
+        self.pairs = catalogue(pairs_per_exchange)
+        self._seed = seed
+        premium = random.Random(f"{seed}:premium")
+        self._premium: dict[tuple[str, str], float] = {
+            (exchange, pair.symbol): premium.gauss(0, 0.001)
+            for exchange in self.exchanges
+            for pair in self.pairs
+        }
+        self._home = {pair.symbol: math.log(pair.price) for pair in self.pairs}
+        self._level = dict(self._home)
+        self._noise = dict.fromkeys(self._premium, 0.0)
+        self._at: datetime | None = None
+
+    def resume(self, prices: Mapping[tuple[str, str], float]) -> None:
+        """Continue the walk from stored prices (exchange, symbol) → price, e.g. after a restart."""
+        levels: dict[str, list[float]] = {}
+        for key, price in prices.items():
+            if key in self._premium and price > 0:
+                levels.setdefault(key[1], []).append(math.log(price) - self._premium[key])
+        for symbol, logs in levels.items():
+            self._level[symbol] = sum(logs) / len(logs)
+
+    def advance(self, at: datetime) -> None:
+        """Move every price to instant `at`; a gap of n minutes is one step of n minutes."""
+        if self._at is not None and at <= self._at:
+            return
+        minutes = 1.0 if self._at is None else (at - self._at) / STEP
+        self._at = at
+        rng = random.Random(f"{self._seed}:{at.isoformat()}")
+        keep = math.exp(-REVERSION_PER_MINUTE * minutes)
+        for pair in self.pairs:
+            home = self._home[pair.symbol]
+            shared = rng.gauss(0, pair.volatility * math.sqrt(minutes))
+            self._level[pair.symbol] = home + (self._level[pair.symbol] - home) * keep + shared
+            for exchange in self.exchanges:
+                self._noise[(exchange, pair.symbol)] = rng.gauss(0, EXCHANGE_NOISE)
+
+    def price(self, exchange: str, symbol: str) -> float:
+        """The current price of one pair on one exchange."""
+        key = (exchange, symbol)
+        return math.exp(self._level[symbol] + self._premium[key] + self._noise[key])
+
+    def quotes(self, exchange: str) -> list[Quote]:
+        """Every pair's current price on one exchange."""
+        return [
+            Quote(pair.base, pair.quote, self.price(exchange, pair.symbol)) for pair in self.pairs
+        ]
+
+    async def fetch_quotes(self, exchange: str, at: datetime) -> list[Quote]:
+        """The walk's prices at `at` (the first exchange asked for a new instant moves them)."""
+        self.advance(at)
+        return self.quotes(exchange)
+
+    async def history(self, start: datetime, end: datetime) -> AsyncIterator[HistoryBatch]:
+        """The walk minute by minute from `start` (exclusive) to `end`, a batch per minute."""
+        total = int((end - start) / STEP)
+        for step in range(1, total + 1):
+            at = start + step * STEP
+            self.advance(at)
+            ticks = [
+                tick
+                for exchange in self.exchanges
+                for tick in normalise(exchange, at, self.quotes(exchange)).ticks
+            ]
+            yield HistoryBatch(ticks, step, total)
+
+    async def close(self) -> None:
+        """Nothing to release."""

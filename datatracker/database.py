@@ -1,0 +1,52 @@
+"""The psycopg connection pool both services use, and waiting for the database."""
+
+import asyncio
+import logging
+import time
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+
+def create_pool(
+    conninfo: str, *, max_size: int, name: str, timeout: float = 30.0
+) -> AsyncConnectionPool:
+    """A pool created closed: the service opens it in its lifespan and closes it on the way out.
+
+    `timeout` bounds how long a caller waits for a connection (PoolTimeout after it).
+    """
+    return AsyncConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        name=name,
+        timeout=timeout,
+        kwargs={"autocommit": True, "application_name": f"datatracker-{name}"},
+    )
+
+
+async def wait_for_database(conninfo: str, *, give_up_after: float | None = None) -> None:
+    """Return once the database accepts a connection, saying once that it is waiting.
+
+    Raises the last connection error when `give_up_after` seconds pass first.
+    """
+    deadline = None if give_up_after is None else time.monotonic() + give_up_after
+    waiting = False
+    while True:
+        try:
+            connection = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=5)
+        except psycopg.OperationalError as error:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            if not waiting:
+                log.warning("waiting for the database: %s", str(error).strip().splitlines()[0])
+                waiting = True
+            await asyncio.sleep(1)
+            continue
+        await connection.close()
+        if waiting:
+            log.info("database is answering")
+        return

@@ -1,0 +1,66 @@
+"""Settings for both services, read once from the environment and `.env`."""
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from datatracker.symbols import normalise_exchange
+
+
+class Settings(BaseSettings):
+    """Every setting of datatracker; the README's settings table documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Field(min_length=1)
+    supported_exchanges: Annotated[tuple[str, ...], NoDecode] = (
+        "binance",
+        "coinbase",
+        "kraken",
+        "bitstamp",
+        "okx",
+    )
+    price_source: Literal["live", "simulated"] = "live"
+    collect_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    exchange_timeout_seconds: float = Field(default=20, gt=0)
+    markets_reload_seconds: int = Field(default=3600, ge=60)
+    exchange_base_url: str | None = None
+    simulated_pairs_per_exchange: int = Field(default=50, ge=1, le=10_000)
+    simulated_seed: int = 42
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    db_pool_max_size: int = Field(default=10, ge=1, le=100)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("supported_exchanges", mode="before")
+    @classmethod
+    def _split_exchanges(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            names = tuple(dict.fromkeys(normalise_exchange(str(part)) for part in value))
+            if not names:
+                raise ValueError("name at least one exchange")
+            return names
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class SettingsError(SystemExit):
+    """Raised at start when a setting is missing or invalid; its message names the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one readable line per variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{str(e['loc'][0]).upper()}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise SettingsError(f"configuration error: {problems}") from None
