@@ -21,6 +21,13 @@ class UnknownExchangeError(ValueError):
     """An exchange name that ccxt does not know."""
 
 
+class EmptyTickersError(RuntimeError):
+    """An exchange answered the ticker request with no prices at all.
+
+    ccxt turns some unparseable bodies (an HTML page with status 200) into `{}`.
+    """
+
+
 def create_exchange(exchange_id: str, *, timeout_seconds: float, rate_limit: bool) -> Any:
     """A ccxt client restricted to spot markets, without the currencies request."""
     if exchange_id not in ccxt.exchanges:
@@ -105,6 +112,8 @@ class LiveSource:
         """Every spot pair's last price, from one `fetch_tickers()` request."""
         markets = await self._markets(exchange)
         tickers = await self._clients[exchange].fetch_tickers()
+        if not tickers:
+            raise EmptyTickersError("the ticker response held no prices")
         return quotes_from_tickers(markets, tickers)
 
     async def _candle_ticks(
