@@ -6,11 +6,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from collector.sources import PriceSource
 from collector.ticks import Tick, normalise
-from collector.writer import write_ticks
+from collector.writer import QUERIES, TickWriter
 
 log = logging.getLogger("collector")
 
@@ -96,25 +97,51 @@ def log_outcome(outcome: ExchangeOutcome) -> None:
     )
 
 
+async def record_runs(conn: AsyncConnection, report: CycleReport) -> None:
+    """One collector_runs row per exchange, in one statement."""
+    outcomes = report.outcomes
+    await conn.execute(
+        QUERIES["record_runs"],
+        {
+            "time": report.at,
+            "exchange": [o.exchange for o in outcomes],
+            "ok": [o.error is None for o in outcomes],
+            "fetched": [len(o.ticks) for o in outcomes],
+            "written": [o.written for o in outcomes],
+            "dropped": [o.dropped for o in outcomes],
+            "fetch_seconds": [o.fetch_seconds for o in outcomes],
+            "error": [o.error for o in outcomes],
+        },
+    )
+
+
 async def run_cycle(
-    source: PriceSource, pool: AsyncConnectionPool, at: datetime, *, timeout_seconds: float
+    source: PriceSource,
+    pool: AsyncConnectionPool,
+    at: datetime,
+    *,
+    timeout_seconds: float,
+    writer: TickWriter | None = None,
 ) -> CycleReport:
     """Fetch every exchange for instant `at` and write every tick in one statement.
 
-    A failing exchange is logged and skipped; a failing write raises.
+    A failing exchange is logged and recorded in collector_runs; a failing write raises.
+    A long-running collector passes its own `writer`, which remembers market ids.
     """
+    writer = writer or TickWriter()
     outcomes = await asyncio.gather(
         *(fetch_exchange(source, name, at, timeout_seconds) for name in source.exchanges)
     )
     ticks = [tick for outcome in outcomes for tick in outcome.ticks]
     started = time.monotonic()
     async with pool.connection() as conn:
-        written = await write_ticks(conn, ticks)
-    write_seconds = time.monotonic() - started
-    for outcome in outcomes:
-        outcome.written = written.get(outcome.exchange, 0)
-        log_outcome(outcome)
-    report = CycleReport(at, list(outcomes), write_seconds)
+        written = await writer.write(conn, ticks)
+        write_seconds = time.monotonic() - started
+        for outcome in outcomes:
+            outcome.written = written.get(outcome.exchange, 0)
+            log_outcome(outcome)
+        report = CycleReport(at, list(outcomes), write_seconds)
+        await record_runs(conn, report)
     log.info(
         "cycle %s: %d ticks written from %d exchanges (%d failed) in %.3f s of database time",
         at.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -40,6 +40,16 @@ FROM unnest(
 ON CONFLICT DO NOTHING
 RETURNING market_id;
 
+-- name: record_runs
+-- Records each exchange's outcome of one cycle; recording the same cycle again keeps the first.
+INSERT INTO collector_runs (time, exchange, ok, fetched, written, dropped, fetch_seconds, error)
+SELECT %(time)s, *
+FROM unnest(
+    %(exchange)s::text[], %(ok)s::boolean[], %(fetched)s::integer[], %(written)s::integer[],
+    %(dropped)s::integer[], %(fetch_seconds)s::float8[], %(error)s::text[]
+)
+ON CONFLICT DO NOTHING;
+
 -- name: latest_prices
 -- The newest price of every pair: where the simulated walk resumes after a restart.
 SELECT DISTINCT ON (t.market_id) m.exchange, m.symbol, t.price

@@ -4,7 +4,6 @@ import asyncio
 import logging
 import signal
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -13,12 +12,11 @@ from psycopg_pool import AsyncConnectionPool
 from collector.cycle import cycle_instant, describe, run_cycle
 from collector.sources import PriceSource
 from collector.sources.simulated import SimulatedSource
-from datatracker.queries import load_queries
+from collector.writer import QUERIES, TickWriter
 from datatracker.settings import Settings
 
 log = logging.getLogger("collector")
 
-QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 # How long a stop waits for the cycle under way to finish its write.
 STOP_GRACE_SECONDS = 10.0
 
@@ -39,6 +37,7 @@ class Collector:
         self._source = source
         self._pool = pool
         self._current: asyncio.Task[None] | None = None
+        self._writer = TickWriter()
 
     async def collect(self) -> None:
         """The scheduled job: one cycle for the instant it was scheduled at."""
@@ -50,6 +49,7 @@ class Collector:
                 self._pool,
                 at,
                 timeout_seconds=self._settings.exchange_timeout_seconds,
+                writer=self._writer,
             )
         except Exception as error:
             log.error("cycle %s not written: %s", at.isoformat(), describe(error))

@@ -53,6 +53,24 @@ SELECT create_hypertable(
     'ticks', by_range('time', INTERVAL '1 day'), if_not_exists => TRUE
 );
 
+-- One row per exchange per collection cycle: what the collector got and wrote.
+-- Grafana's collector-health panels and the API's /health read it.
+CREATE TABLE IF NOT EXISTS collector_runs (
+    time           timestamptz      NOT NULL,
+    exchange       text             NOT NULL,
+    ok             boolean          NOT NULL,
+    fetched        integer          NOT NULL,
+    written        integer          NOT NULL,
+    dropped        integer          NOT NULL,
+    fetch_seconds  double precision NOT NULL,
+    error          text,
+    CONSTRAINT collector_runs_pkey PRIMARY KEY (exchange, time)
+);
+
+SELECT create_hypertable(
+    'collector_runs', by_range('time', INTERVAL '7 days'), if_not_exists => TRUE
+);
+
 -- For people who query SQL directly: ticks with readable names.
 CREATE OR REPLACE VIEW prices AS
 SELECT m.exchange, m.symbol, t.time, t.price
@@ -61,9 +79,10 @@ JOIN markets AS m ON m.id = t.market_id;
 
 COMMENT ON TABLE markets IS 'Currency pairs per exchange; symbol is lowercase base+quote (btcusd).';
 COMMENT ON TABLE ticks IS 'One price per pair per collection cycle (time = the cycle''s scheduled instant).';
+COMMENT ON TABLE collector_runs IS 'One row per exchange per collection cycle: fetched, written, dropped, error.';
 COMMENT ON VIEW prices IS 'Ticks with exchange and symbol names: the table to query by hand.';
 
 GRANT USAGE ON SCHEMA public TO tracker_reader, tracker_writer;
-GRANT SELECT ON markets, ticks, prices TO tracker_reader;
-GRANT SELECT, INSERT, UPDATE ON markets, ticks TO tracker_writer;
+GRANT SELECT ON markets, ticks, collector_runs, prices TO tracker_reader;
+GRANT SELECT, INSERT, UPDATE ON markets, ticks, collector_runs TO tracker_writer;
 GRANT SELECT ON prices TO tracker_writer;
