@@ -1,0 +1,53 @@
+"""Turning an exchange's quotes into ticks: what is kept and what is dropped."""
+
+import math
+from datetime import UTC, datetime
+
+import pytest
+
+from collector.ticks import Quote, Tick, normalise, valid_price
+
+AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (97000.5, 97000.5),
+        ("0.00002", 0.00002),
+        (0, None),
+        (-1.0, None),
+        (math.nan, None),
+        (math.inf, None),
+        ("abc", None),
+        (None, None),
+        (True, None),
+        (1e15, None),
+    ],
+)
+def test_only_finite_positive_plausible_prices_are_valid(
+    value: object, expected: float | None
+) -> None:
+    """Zero, negative, NaN, infinite, non-numeric and absurd prices are rejected."""
+    assert expected == valid_price(value)
+
+
+def test_normalise_names_pairs_and_keeps_base_quote_and_exchange_time() -> None:
+    """A quote becomes a tick at the cycle's instant, named the original way."""
+    sent = datetime(2026, 1, 31, 11, 59, 58, tzinfo=UTC)
+    result = normalise("kraken", AT, [Quote("BTC", "USD", "97000.5", sent)])
+    assert [Tick(AT, "kraken", "btcusd", "BTC", "USD", 97000.5, sent)] == result.ticks
+    assert 0 == result.dropped
+
+
+def test_normalise_drops_bad_prices_and_repeated_pairs() -> None:
+    """A pair reported twice keeps its first price; bad prices are counted as dropped."""
+    quotes = [
+        Quote("BTC", "USD", 97000.0),
+        Quote("BTC", "USD", 1.0),
+        Quote("ETH", "USD", "NaN"),
+        Quote("SOL", "USD", 180.0),
+    ]
+    result = normalise("kraken", AT, quotes)
+    assert [("btcusd", 97000.0), ("solusd", 180.0)] == [(t.symbol, t.price) for t in result.ticks]
+    assert 2 == result.dropped
