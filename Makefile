@@ -1,0 +1,28 @@
+# Targets named in README.md. Python is whatever `python` is on PATH (a venv, ideally).
+PYTHON ?= python
+
+.PHONY: install db initdb local test lint format
+
+install:  ## install datatracker with development tools, at the pinned versions
+	$(PYTHON) -m pip install -c constraints.txt -e '.[dev]'
+
+db:  ## start a local TimescaleDB (Debian/Ubuntu; installs what is missing) and print its URL
+	scripts/local-db.sh start
+
+initdb:  ## apply db/init.sql to DATABASE_URL
+	$(PYTHON) -m datatracker initdb
+
+local:  ## no Docker: local TimescaleDB, schema, 24 h of simulated history, collector + API
+	scripts/run-local.sh
+
+test:  ## the whole test suite against a real TimescaleDB
+	$(PYTHON) -m pytest
+
+lint:  ## ruff and mypy, as CI runs them
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+
+format:
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
