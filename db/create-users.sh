@@ -14,4 +14,9 @@ SELECT format('CREATE ROLE api LOGIN PASSWORD %L IN ROLE tracker_reader', :'api_
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'api') \gexec
 SELECT format('CREATE ROLE grafana LOGIN PASSWORD %L IN ROLE tracker_reader', :'grafana_password')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana') \gexec
+-- Belt and braces for the readers: read-only sessions, and no query runs away.
+ALTER ROLE api SET default_transaction_read_only = on;
+ALTER ROLE api SET statement_timeout = '10s';
+ALTER ROLE grafana SET default_transaction_read_only = on;
+ALTER ROLE grafana SET statement_timeout = '30s';
 SQL
