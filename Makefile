@@ -1,7 +1,7 @@
 # Targets named in README.md. Python is whatever `python` is on PATH (a venv, ideally).
 PYTHON ?= python
 
-.PHONY: install db initdb local test lint format
+.PHONY: install db initdb local test lint format bench
 
 install:  ## install datatracker with development tools, at the pinned versions
 	$(PYTHON) -m pip install -c constraints.txt -e '.[dev]'
@@ -22,6 +22,12 @@ lint:  ## ruff and mypy, as CI runs them
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
+
+bench:  ## benchmarks against the local cluster (bench/README.md); results in bench/results/
+	$(PYTHON) -m bench.generate --pairs 10000 --days 1 --original
+	$(PYTHON) -m bench.write_path --output bench/results/write.json
+	$(PYTHON) -m bench.read_path --label 1d --output bench/results/read-1d.json
+	$(PYTHON) -m bench.footprint --original-url postgresql://datatracker:datatracker@127.0.0.1:5433/bench_tracker --output bench/results/footprint.json
 
 format:
 	$(PYTHON) -m ruff check --fix .

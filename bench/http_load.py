@@ -1,0 +1,102 @@
+"""A small closed-loop HTTP/1.1 load generator: N clients, keep-alive, loopback only.
+
+Each client sends a request, waits for the whole response, records its latency and sends
+the next, until the duration or the request budget is spent. Plain asyncio streams rather
+than an HTTP library, so the generator spends as little of the machine's two cores as it can.
+"""
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench import stats
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Tally:
+    """What the clients saw: latencies of answered requests and counts by status."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    sent: int = 0
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one response whole (Content-Length bodies only); return its status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+    length = {name.strip().lower(): value for name, value in headers.items()}["content-length"]
+    await reader.readexactly(int(length))
+    return status
+
+
+async def client(
+    port: int, paths: Sequence[str], rng: random.Random, deadline: float, budget: int, tally: Tally
+) -> None:
+    """One keep-alive connection sending requests for random paths until told to stop."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        while time.monotonic() < deadline and tally.sent < budget:
+            tally.sent += 1
+            request = f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n"
+            started = time.perf_counter()
+            writer.write(request.encode())
+            status = await read_response(reader)
+            tally.latencies.append(time.perf_counter() - started)
+            tally.statuses[status] = tally.statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+async def run_load(
+    port: int,
+    paths: Sequence[str],
+    *,
+    clients: int,
+    seconds: float,
+    max_requests: int,
+    seed: int = 1,
+    grace: float = 60.0,
+) -> dict[str, object]:
+    """Load the server with `clients` concurrent clients; return rate, p50, p99 and statuses.
+
+    Requests still in flight `grace` seconds after the duration are abandoned and counted
+    as errors.
+    """
+    tally = Tally()
+    deadline = time.monotonic() + seconds
+    started = time.perf_counter()
+    tasks = [
+        asyncio.create_task(
+            client(port, paths, random.Random(seed * 1000 + i), deadline, max_requests, tally)
+        )
+        for i in range(clients)
+    ]
+    done, pending = await asyncio.wait(tasks, timeout=seconds + grace)
+    for task in pending:
+        task.cancel()
+    tally.errors = len(pending) + sum(1 for task in done if task.exception() is not None)
+    return summarise(tally, time.perf_counter() - started, clients)
+
+
+def summarise(tally: Tally, elapsed: float, clients: int) -> dict[str, object]:
+    """Requests per second and latency percentiles in milliseconds."""
+    latencies = sorted(tally.latencies)
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "requests_per_second": len(latencies) / elapsed if elapsed else 0.0,
+        "p50_ms": stats.percentile(latencies, 0.50) * 1000,
+        "p99_ms": stats.percentile(latencies, 0.99) * 1000,
+        "max_ms": (latencies[-1] if latencies else float("nan")) * 1000,
+        "statuses": dict(tally.statuses),
+        "errors": tally.errors,
+    }

@@ -1,0 +1,66 @@
+"""The benchmarks at a tiny scale, so they never rot: each completes and yields numbers.
+
+No timing is asserted: CI machines are too noisy for that, and bench/RESULTS.md holds the figures.
+"""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import footprint, generate, profile_summary, read_path, write_path
+
+
+def finite(value: object) -> bool:
+    """Whether a figure is a real, finite number."""
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def test_write_path_reports_rates_and_ratio(database_url: str) -> None:
+    """The write benchmark writes tiny cycles both ways and reports a rate and a ratio each."""
+    result = write_path.main(
+        ["--database-url", database_url, "--ticks", "200", "--cycles", "2", "--runs", "1",
+         "--original-rows", "50"]
+    )  # fmt: skip
+    sizes = result["sizes"]
+    assert [200] == [size["ticks"] for size in sizes]
+    assert finite(sizes[0]["tracker_ticks_per_second"])
+    assert finite(sizes[0]["ratio"])
+
+
+@pytest.mark.slow
+def test_read_path_reports_latencies(database_url: str) -> None:
+    """With generated data, the read benchmark loads both APIs and reports rates and p50/p99."""
+    generated = generate.main(
+        ["--database-url", database_url, "--pairs", "20", "--days", "0.05", "--original"]
+    )
+    assert 20 * 72 == generated["ticks"]
+    result = read_path.main(
+        ["--database-url", database_url, "--clients", "1", "2", "--seconds", "1", "--runs", "1",
+         "--pairs", "5", "--query-repeats", "3", "--grace", "10"]
+    )  # fmt: skip
+    for key in ("prices@1", "prices@2", "original_prices@1", "original_prices@2"):
+        assert finite(result["http"][key]["p50_ms"]["median"])
+        assert finite(result["http"][key]["requests_per_second"]["median"])
+    assert all(finite(timing["median"]) for timing in result["queries_ms"].values())
+
+
+@pytest.mark.slow
+def test_footprint_reports_memory_and_bytes_per_tick(database_url: str) -> None:
+    """The footprint benchmark reports each process's RSS and bytes per tick at two scales."""
+    result = footprint.main(
+        ["--database-url", database_url, "--pairs", "10", "20", "--hours", "0.1",
+         "--simulated-pairs", "4", "--api-requests", "20"]
+    )  # fmt: skip
+    assert [10, 20] == [scale["pairs"] for scale in result["disk"]]
+    assert all(finite(scale["bytes_per_tick"]) for scale in result["disk"])
+    assert all(value > 0 for value in result["memory"].values())
+
+
+def test_profile_summary_ranks_frames(tmp_path: Path) -> None:
+    """Collapsed stacks are summarised into inclusive and exclusive shares of samples."""
+    profile = tmp_path / "profile.txt"
+    profile.write_text("main;write;adapt 3\nmain;write;send 1\n")
+    frames = profile_summary.main([str(profile), "--top", "2"])
+    assert [("main", 100.0), ("write", 100.0)] == frames["inclusive"]
+    assert ("adapt", 75.0) == frames["exclusive"][0]
