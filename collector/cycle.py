@@ -1,22 +1,30 @@
-"""One collection cycle: fetch every exchange concurrently, write all ticks in one statement."""
+"""One collection cycle: fetch every exchange concurrently, then store the whole cycle at once."""
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
 
+from collector.report import CycleReport, ExchangeOutcome
 from collector.sources import PriceSource
-from collector.ticks import Tick, normalise
-from collector.writer import QUERIES, TickWriter
+from collector.store import Store
+from collector.ticks import Quote, normalise
 
 log = logging.getLogger("collector")
 
 # A job may fire a hair before its instant (clock granularity); never file it a cycle early.
 EARLY_TOLERANCE = timedelta(seconds=1)
+# Attempts per exchange per cycle, all within the exchange's timeout.
+MAX_ATTEMPTS = 3
+BACKOFF = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
 
 
 def cycle_instant(now: datetime, interval_seconds: int) -> datetime:
@@ -25,39 +33,33 @@ def cycle_instant(now: datetime, interval_seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds - seconds % interval_seconds, UTC)
 
 
-@dataclass(slots=True)
-class ExchangeOutcome:
-    """What one exchange gave in one cycle."""
-
-    exchange: str
-    ticks: list[Tick] = field(default_factory=list)
-    dropped: int = 0
-    fetch_seconds: float = 0.0
-    error: str | None = None
-    written: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CycleReport:
-    """The outcome of a cycle: per exchange, and the database time of its single write."""
-
-    at: datetime
-    outcomes: list[ExchangeOutcome]
-    write_seconds: float
-
-    @property
-    def written(self) -> int:
-        return sum(outcome.written for outcome in self.outcomes)
-
-    @property
-    def failed(self) -> list[str]:
-        return [outcome.exchange for outcome in self.outcomes if outcome.error]
-
-
 def describe(error: BaseException) -> str:
     """An exception as one short line: its class and the first line of its message."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {message[:200]}" if message else type(error).__name__
+
+
+def backoff(state: RetryCallState) -> float:
+    """Exponential backoff with jitter, or longer when the exchange said how long (Retry-After)."""
+    error = state.outcome.exception() if state.outcome else None
+    asked = getattr(error, "retry_after", None) or 0.0
+    return max(BACKOFF(state), asked)
+
+
+async def fetch_with_retries(
+    source: PriceSource, outcome: ExchangeOutcome, at: datetime, budget_seconds: float
+) -> list[Quote]:
+    """Fetch one exchange, retrying any failure while another attempt fits in the budget."""
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(MAX_ATTEMPTS) | stop_before_delay(budget_seconds),
+        wait=backoff,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            outcome.attempts += 1
+            return await source.fetch_quotes(outcome.exchange, at)
+    raise AssertionError("unreachable: tenacity reraises the last failure")
 
 
 async def fetch_exchange(
@@ -67,7 +69,8 @@ async def fetch_exchange(
     outcome = ExchangeOutcome(exchange)
     started = time.monotonic()
     try:
-        quotes = await asyncio.wait_for(source.fetch_quotes(exchange, at), timeout_seconds)
+        async with asyncio.timeout(timeout_seconds):
+            quotes = await fetch_with_retries(source, outcome, at, timeout_seconds)
     except TimeoutError:
         outcome.error = f"no answer within {timeout_seconds:g} s"
     except Exception as error:  # ccxt raises its own errors and leaks plain ones on bad bodies
@@ -79,75 +82,62 @@ async def fetch_exchange(
     return outcome
 
 
-def log_outcome(outcome: ExchangeOutcome) -> None:
+def log_outcome(outcome: ExchangeOutcome, stored: bool) -> None:
     """One line per exchange per cycle."""
+    tries = f" ({outcome.attempts} attempts)" if outcome.attempts > 1 else ""
     if outcome.error:
         log.warning(
-            "%s: failed after %.2f s: %s", outcome.exchange, outcome.fetch_seconds, outcome.error
+            "%s: failed after %.2f s%s: %s",
+            outcome.exchange,
+            outcome.fetch_seconds,
+            tries,
+            outcome.error,
         )
         return
     dropped = f", {outcome.dropped} dropped" if outcome.dropped else ""
+    done = f"{outcome.written} ticks written" if stored else f"{len(outcome.ticks)} ticks buffered"
     log.info(
-        "%s: %d ticks written of %d fetched in %.2f s%s",
+        "%s: %s of %d fetched in %.2f s%s%s",
         outcome.exchange,
-        outcome.written,
+        done,
         len(outcome.ticks),
         outcome.fetch_seconds,
+        tries,
         dropped,
     )
 
 
-async def record_runs(conn: AsyncConnection, report: CycleReport) -> None:
-    """One collector_runs row per exchange, in one statement."""
-    outcomes = report.outcomes
-    await conn.execute(
-        QUERIES["record_runs"],
-        {
-            "time": report.at,
-            "exchange": [o.exchange for o in outcomes],
-            "ok": [o.error is None for o in outcomes],
-            "fetched": [len(o.ticks) for o in outcomes],
-            "written": [o.written for o in outcomes],
-            "dropped": [o.dropped for o in outcomes],
-            "fetch_seconds": [o.fetch_seconds for o in outcomes],
-            "error": [o.error for o in outcomes],
-        },
-    )
-
-
 async def run_cycle(
-    source: PriceSource,
-    pool: AsyncConnectionPool,
-    at: datetime,
-    *,
-    timeout_seconds: float,
-    writer: TickWriter | None = None,
+    source: PriceSource, store: Store, at: datetime, *, timeout_seconds: float
 ) -> CycleReport:
-    """Fetch every exchange for instant `at` and write every tick in one statement.
+    """Fetch every exchange for instant `at` and store the cycle in one write.
 
-    A failing exchange is logged and recorded in collector_runs; a failing write raises.
-    A long-running collector passes its own `writer`, which remembers market ids.
+    A failing exchange is logged and recorded in collector_runs; while the database
+    is unreachable the store keeps the cycle for later (`report.stored` is False).
     """
-    writer = writer or TickWriter()
     outcomes = await asyncio.gather(
         *(fetch_exchange(source, name, at, timeout_seconds) for name in source.exchanges)
     )
-    ticks = [tick for outcome in outcomes for tick in outcome.ticks]
-    started = time.monotonic()
-    async with pool.connection() as conn:
-        written = await writer.write(conn, ticks)
-        write_seconds = time.monotonic() - started
-        for outcome in outcomes:
-            outcome.written = written.get(outcome.exchange, 0)
-            log_outcome(outcome)
-        report = CycleReport(at, list(outcomes), write_seconds)
-        await record_runs(conn, report)
-    log.info(
-        "cycle %s: %d ticks written from %d exchanges (%d failed) in %.3f s of database time",
-        at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        report.written,
-        len(outcomes),
-        len(report.failed),
-        write_seconds,
-    )
+    report = CycleReport(at, list(outcomes))
+    report.stored = await store.save(report)
+    for outcome in outcomes:
+        log_outcome(outcome, report.stored)
+    when = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    failed = len(report.failed)
+    if report.stored:
+        log.info(
+            "cycle %s: %d ticks written from %d exchanges (%d failed) in %.3f s of database time",
+            when,
+            report.written,
+            len(outcomes),
+            failed,
+            report.write_seconds,
+        )
+    else:
+        log.info(
+            "cycle %s: %d ticks kept for later (%d in the backlog)",
+            when,
+            report.fetched,
+            store.backlog_ticks,
+        )
     return report

@@ -24,6 +24,8 @@ def create_pool(
         open=False,
         name=name,
         timeout=timeout,
+        # A connection broken by a database restart is replaced, not handed out.
+        check=AsyncConnectionPool.check_connection,
         kwargs={"autocommit": True, "application_name": f"datatracker-{name}"},
     )
 

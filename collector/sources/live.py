@@ -5,6 +5,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,32 @@ log = logging.getLogger(__name__)
 
 class UnknownExchangeError(ValueError):
     """An exchange name that ccxt does not know."""
+
+
+class RateLimitedError(RuntimeError):
+    """The exchange asked us to slow down; `retry_after` is its Retry-After in seconds, if sent."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(
+    headers: dict[str, str] | None, now: datetime | None = None
+) -> float | None:
+    """The Retry-After header (seconds, or an HTTP date) as seconds from now."""
+    value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class EmptyTickersError(RuntimeError):
@@ -111,7 +138,12 @@ class LiveSource:
     async def fetch_quotes(self, exchange: str, at: datetime) -> list[Quote]:
         """Every spot pair's last price, from one `fetch_tickers()` request."""
         markets = await self._markets(exchange)
-        tickers = await self._clients[exchange].fetch_tickers()
+        client = self._clients[exchange]
+        try:
+            tickers = await client.fetch_tickers()
+        except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as error:
+            wait = retry_after_seconds(client.last_response_headers)
+            raise RateLimitedError(f"rate limited: {error}", wait) from error
         if not tickers:
             raise EmptyTickersError("the ticker response held no prices")
         return quotes_from_tickers(markets, tickers)

@@ -1,5 +1,6 @@
 """Collector cycles against a real TimescaleDB: every tick written once, exchanges isolated."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from collector.backfill import backfill
 from collector.cycle import run_cycle
 from collector.sources.live import LiveSource
 from collector.sources.simulated import SimulatedSource
+from collector.store import Store
 from collector.ticks import Tick
 from collector.writer import TickWriter, write_ticks
 from tests.fake_exchange import EXCHANGES, FakeExchangeServer, Fault
@@ -64,8 +66,8 @@ async def test_a_cycle_writes_every_tick_once(
     """25 simulated pairs on 3 exchanges make 75 ticks at the cycle's instant; a rerun adds none."""
     source = SimulatedSource(["binance", "kraken", "okx"], pairs_per_exchange=25, seed=1)
 
-    first = await run_cycle(source, pool, AT, timeout_seconds=5)
-    again = await run_cycle(source, pool, AT, timeout_seconds=5)
+    first = await run_cycle(source, Store(pool), AT, timeout_seconds=5)
+    again = await run_cycle(source, Store(pool), AT, timeout_seconds=5)
 
     assert (75, 0) == (first.written, again.written)
     assert 75 == await count(conn)
@@ -79,7 +81,7 @@ async def test_a_cycle_records_each_exchange_outcome(
 ) -> None:
     """collector_runs gets one row per exchange with what was fetched and written."""
     source = SimulatedSource(["binance", "kraken"], pairs_per_exchange=10, seed=1)
-    await run_cycle(source, pool, AT, timeout_seconds=5)
+    await run_cycle(source, Store(pool), AT, timeout_seconds=5)
     cursor = await conn.execute(
         "SELECT exchange, ok, fetched, written, error FROM collector_runs ORDER BY exchange"
     )
@@ -129,7 +131,7 @@ async def test_live_cycle_reads_every_fake_exchange(
     live_source: LiveSource, pool: AsyncConnectionPool, conn: psycopg.AsyncConnection
 ) -> None:
     """Through ccxt and the fake server, each exchange's pairs land with their prices."""
-    report = await run_cycle(live_source, pool, AT, timeout_seconds=5)
+    report = await run_cycle(live_source, Store(pool), AT, timeout_seconds=5)
 
     assert [] == report.failed
     cursor = await conn.execute(
@@ -151,7 +153,7 @@ async def test_exchange_timestamps_are_kept_where_sent(
     live_source: LiveSource, pool: AsyncConnectionPool, conn: psycopg.AsyncConnection
 ) -> None:
     """A ticker time is stored where the exchange sends one (not kraken, not coinbase)."""
-    await run_cycle(live_source, pool, AT, timeout_seconds=5)
+    await run_cycle(live_source, Store(pool), AT, timeout_seconds=5)
     cursor = await conn.execute(
         "SELECT m.exchange, bool_and(t.exchange_time IS NOT NULL) FROM ticks t"
         " JOIN markets m ON m.id = t.market_id GROUP BY m.exchange ORDER BY m.exchange"
@@ -175,7 +177,7 @@ async def test_a_failing_exchange_does_not_stop_the_others(
     """kraken answering 503 is recorded as failed while the four others are written."""
     exchange_server.faults["kraken"] = Fault(status=503, body="Service Unavailable")
 
-    report = await run_cycle(live_source, pool, AT, timeout_seconds=5)
+    report = await run_cycle(live_source, Store(pool), AT, timeout_seconds=5)
 
     assert ["kraken"] == report.failed
     assert 25 - 6 == report.written
@@ -191,7 +193,7 @@ async def test_a_slow_exchange_is_cut_off_at_its_timeout(
     exchange_server.faults["okx"] = Fault(delay_seconds=30)
     started = time.monotonic()
 
-    report = await run_cycle(live_source, pool, AT, timeout_seconds=1.5)
+    report = await run_cycle(live_source, Store(pool), AT, timeout_seconds=1.5)
 
     assert ["okx"] == report.failed
     assert 25 - 5 == report.written
@@ -229,3 +231,36 @@ async def test_live_backfill_uses_one_minute_candles(
         " WHERE exchange = 'kraken' AND symbol = 'btcusd'"
     )
     assert [(60, end - timedelta(minutes=59), end)] == await cursor.fetchall()
+
+
+async def test_two_collectors_on_one_database_store_each_tick_once(
+    database_url: str, conn: psycopg.AsyncConnection
+) -> None:
+    """Two collectors started by mistake write the same cycle at once: every tick lands once."""
+    pools = [
+        AsyncConnectionPool(
+            database_url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
+        )
+        for _ in range(2)
+    ]
+    for pool in pools:
+        await pool.open(wait=True)
+    try:
+        reports = await asyncio.gather(
+            *(
+                run_cycle(
+                    SimulatedSource(["binance", "kraken"], pairs_per_exchange=40, seed=9),
+                    Store(pool),
+                    AT,
+                    timeout_seconds=5,
+                )
+                for pool in pools
+            )
+        )
+    finally:
+        for pool in pools:
+            await pool.close()
+
+    assert [True, True] == [report.stored for report in reports]
+    assert 80 == sum(report.written for report in reports)
+    assert 80 == await count(conn)

@@ -16,9 +16,10 @@ from psycopg.conninfo import make_conninfo
 from psycopg.postgres import types as pg_types
 from psycopg.rows import TupleRow
 
-from collector.cycle import CycleReport, ExchangeOutcome, record_runs
+from collector.report import CycleReport, ExchangeOutcome
 from collector.sources.simulated import SimulatedSource
 from collector.ticks import Tick
+from collector.writer import QUERIES as COLLECTOR_QUERIES
 from collector.writer import write_ticks
 from tests.grafana_macros import GrafanaQuery, all_queries, expand
 
@@ -91,7 +92,7 @@ async def record_simulated_runs(conn: psycopg.AsyncConnection, end: datetime) ->
                 else ExchangeOutcome(name, written=PAIRS[name])
                 for name in EXCHANGES
             ]
-            await record_runs(conn, CycleReport(at, outcomes, write_seconds=0.0))
+            await conn.execute(COLLECTOR_QUERIES["record_runs"], CycleReport(at, outcomes).runs())
 
 
 @pytest.fixture(scope="module")

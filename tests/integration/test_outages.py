@@ -1,0 +1,129 @@
+"""Database outages: the collector keeps its cycles and writes them once; the API says 503."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from collector.cycle import run_cycle
+from collector.report import CycleReport
+from collector.sources.simulated import SimulatedSource
+from collector.store import Store
+from datatracker.database import create_pool
+from datatracker.settings import load_settings
+from tests.api_server import serve_api
+from tests.tcp_proxy import TcpProxy
+
+AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
+    """A cuttable TCP path to the test's database."""
+    params = conninfo_to_dict(database_url)
+    async with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
+        yield p
+
+
+def through(proxy: TcpProxy, database_url: str) -> str:
+    return make_conninfo(database_url, host="127.0.0.1", port=str(proxy.port))
+
+
+async def cycles_until_stored(
+    source: SimulatedSource, store: Store, start: datetime
+) -> list[CycleReport]:
+    """Run a cycle a minute from `start` until one is stored (the pool reconnects in its time)."""
+    reports = [await run_cycle(source, store, start, timeout_seconds=5)]
+    while not reports[-1].stored:
+        assert len(reports) < 20, "the database did not come back within 20 cycles"
+        await asyncio.sleep(1)
+        reports.append(
+            await run_cycle(source, store, start + len(reports) * MINUTE, timeout_seconds=5)
+        )
+    return reports
+
+
+async def tick_count(conn: psycopg.AsyncConnection) -> tuple[int, int]:
+    cursor = await conn.execute("SELECT count(*), count(DISTINCT time) FROM ticks")
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+async def test_cycles_during_an_outage_are_written_once_it_ends(
+    proxy: TcpProxy,
+    database_url: str,
+    conn: psycopg.AsyncConnection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two cycles fetched while the database is cut off are written with the next, no repeats."""
+    source = SimulatedSource(["kraken", "okx"], pairs_per_exchange=10, seed=4)
+    pool = create_pool(through(proxy, database_url), max_size=2, name="collector", timeout=2)
+    await pool.open(wait=True)
+    store = Store(pool)
+    caplog.set_level(logging.INFO, logger="collector")
+    try:
+        first = await run_cycle(source, store, AT, timeout_seconds=5)
+        await proxy.cut()
+        during = [
+            await run_cycle(source, store, AT + n * MINUTE, timeout_seconds=5) for n in (1, 2)
+        ]
+        await proxy.restore()
+        after = await cycles_until_stored(source, store, AT + 3 * MINUTE)
+    finally:
+        await pool.close()
+
+    cycles = 3 + len(after)
+    assert [True, False, False] == [r.stored for r in (first, *during)]
+    assert (20 * cycles, cycles) == await tick_count(conn)
+    messages = [record.getMessage() for record in caplog.records]
+    assert 1 == sum("database unreachable" in message for message in messages)
+    assert 1 == sum("database reachable again" in message for message in messages)
+    cursor = await conn.execute("SELECT count(*) FROM collector_runs")
+    assert (2 * cycles,) == await cursor.fetchone()
+
+
+async def test_a_full_backlog_drops_the_oldest_cycles(
+    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection
+) -> None:
+    """With room for 25 ticks, an outage keeps only the newest two 10-tick cycles."""
+    source = SimulatedSource(["kraken"], pairs_per_exchange=10, seed=4)
+    pool = create_pool(through(proxy, database_url), max_size=1, name="collector", timeout=2)
+    await pool.open(wait=True)
+    store = Store(pool, max_backlog_ticks=25)
+    try:
+        await proxy.cut()
+        for n in range(3):
+            await run_cycle(source, store, AT + n * MINUTE, timeout_seconds=5)
+        assert 10 == store.dropped_ticks
+        await proxy.restore()
+        after = await cycles_until_stored(source, store, AT + 3 * MINUTE)
+    finally:
+        await pool.close()
+
+    last = AT + (2 + len(after)) * MINUTE
+    cursor = await conn.execute("SELECT min(time), max(time), count(*) FROM ticks")
+    assert (last - MINUTE, last, 20) == await cursor.fetchone()
+    assert 10 * (3 + len(after)) - 20 == store.dropped_ticks
+
+
+async def test_api_answers_503_during_an_outage_and_recovers(
+    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection
+) -> None:
+    """/health is 503 (JSON) while the database is cut off, and 200 again once it is back."""
+    await conn.execute("SELECT 1")
+    settings = load_settings(_env_file=None, database_url=through(proxy, database_url))
+    async with serve_api(settings) as api:
+        before = await api.get("/health")
+        await proxy.cut()
+        during = await api.get("/health")
+        await proxy.restore()
+        after = await api.get("/health")
+
+    assert [200, 503, 200] == [r.status_code for r in (before, during, after)]
+    assert "database unavailable, try again shortly" == during.json()["detail"]
