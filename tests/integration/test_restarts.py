@@ -1,5 +1,6 @@
 """The collector as a process: stopped cleanly, killed mid-run, restarted, gaps filled."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -131,3 +132,30 @@ async def test_gap_filling_is_bounded(database_url: str, conn: psycopg.AsyncConn
 
     assert filled is not None
     assert 30 * PAIRS == filled.written
+
+
+async def test_a_restarted_collector_fills_the_gap_its_downtime_left(
+    start_collector: object, database_url: str, conn: psycopg.AsyncConnection
+) -> None:
+    """Started ten minutes after the newest tick, the collector writes those ten minutes."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    last = now - timedelta(minutes=10)
+    source = SimulatedSource(["kraken"], pairs_per_exchange=PAIRS, seed=42)
+    await write_ticks(conn, await ticks_at(source, last))
+
+    process = start_collector()  # type: ignore[operator]
+    deadline = time.monotonic() + 30
+    filled: tuple[int, ...] | None = (0,)
+    while filled is not None and filled[0] < 10 and time.monotonic() < deadline:
+        # The process's own cycles all come after `now`: these are the gap's minutes.
+        cursor = await conn.execute(
+            "SELECT count(DISTINCT time) FROM ticks WHERE time > %s AND time <= %s",
+            [last, now],
+        )
+        filled = await cursor.fetchone()
+        await asyncio.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=15)
+
+    assert (10,) == filled, stderr
+    assert "filling the gap" in stderr
