@@ -114,6 +114,10 @@ async def loaded_url(
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await write_ticks(conn, await simulated_ticks(end))
         await record_simulated_runs(conn, end)
+        # The local cluster is the Apache edition: roll the candles up as the collector does.
+        since = {"since": end - timedelta(hours=HOURS_LOADED)}
+        await conn.execute(COLLECTOR_QUERIES["roll_up_candles_5m"], since)
+        await conn.execute(COLLECTOR_QUERIES["roll_up_candles_1h"], since)
     yield url
     async with await psycopg.AsyncConnection.connect(database_server, autocommit=True) as admin:
         await admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
