@@ -11,12 +11,16 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from psycopg_pool import PoolTimeout
 
+from api.candles import candles
+from api.rankings import rankings
 from api.routes import health, price_history, provide_connection
 from datatracker.database import create_pool
 from datatracker.settings import Settings
 
 # A request waits this long for a connection before answering 503.
 CONNECTION_WAIT_SECONDS = 5.0
+# Every route is a GET: a request with a body larger than this is refused (413).
+MAX_BODY_BYTES = 1024
 
 
 def database_unavailable(
@@ -49,7 +53,7 @@ def create_app(settings: Settings) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[price_history, health],
+        route_handlers=[price_history, candles, rankings, health],
         dependencies={"conn": Provide(provide_connection)},
         lifespan=[lifespan],
         exception_handlers={
@@ -58,4 +62,5 @@ def create_app(settings: Settings) -> Litestar:
         },
         openapi_config=OpenAPIConfig(title="datatracker", version="0.1.0"),
         logging_config=None,  # datatracker.logs configures logging for the whole process
+        request_max_body_size=MAX_BODY_BYTES,
     )

@@ -22,6 +22,8 @@ class PriceHistory:
     symbol: str
     prices: list[Price]
     stdv: float | None
+    rank: int | None = None  # place in the stored ranking by cv; None if not in it
+    ranked: int = 0  # how many pairs are ranked
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +34,73 @@ class Health:
     database: str
     newest_tick: datetime | None = None
     newest_tick_age_seconds: float | None = None
+    storage_mode: str | None = None  # "timescale" (policies, aggregates) or "apache" (fallback)
+    compression: str | None = None  # "available" in timescale mode, else "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class RankedPair:
+    """A pair's 24-hour statistics and its place in the volatility ranking."""
+
+    exchange: str
+    symbol: str
+    rank: int
+    stdv: float
+    cv: float
+    mean: float
+    min: float
+    max: float
+    first: float
+    last: float
+    change_pct: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rankings:
+    """One page of the ranking: `ranked` pairs match, `rankings` holds those from `offset` on.
+
+    The ranking is the one stored after the latest collection cycle; `as_of` is the end of
+    its 24-hour window (None before the first)."""
+
+    by: str
+    exchange: str | None
+    ranked: int
+    limit: int
+    offset: int
+    rankings: list[RankedPair]
+    as_of: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """A pair's prices in one bucket starting at `time`: OHLC, count, mean and sample stdv."""
+
+    time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    count: int
+    mean: float
+    stdv: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Candles:
+    """A pair's candles of one interval starting in [start, end), oldest first."""
+
+    exchange: str
+    symbol: str
+    interval: str
+    start: datetime
+    end: datetime
+    candles: list[Candle]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An error response: the HTTP status and what went wrong."""
+
+    status_code: int
+    detail: str

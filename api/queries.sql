@@ -21,3 +21,100 @@ ORDER BY time;
 -- The time of the newest tick and its age in seconds: (time, age_seconds), NULLs when empty.
 SELECT time, extract(epoch FROM now() - time)::float8 AS age_seconds
 FROM (SELECT max(time) AS time FROM ticks) AS newest;
+
+-- name: storage_mode
+-- The TimescaleDB edition's license: (license), 'timescale' (policies, continuous aggregates,
+-- compression) or 'apache' (the collector's fallback).
+SELECT current_setting('timescaledb.license', true) AS license;
+
+-- name: rankings
+-- One page of the ranking stored after the latest cycle, by %(by)s ('cv' or 'stdv'), optionally
+-- of one exchange: (as_of, ranked, exchange, symbol, rank, stdv, cv, mean, min, max, first,
+-- last, change_pct, count), as_of the end of its 24-hour window, ranked the number of pairs
+-- matching, rank over all exchanges; a single row of NULLs after `ranked` when the page is
+-- empty, no row before the first refresh. One branch per order, so that each reads its rank's
+-- index; the other is skipped.
+SELECT w.window_end AS as_of,
+       CASE WHEN %(exchange)s::text IS NULL THEN w.ranked
+            ELSE (SELECT count(*) FROM rankings WHERE exchange = %(exchange)s::text)
+       END AS ranked,
+       page.*
+FROM rankings_window AS w
+LEFT JOIN LATERAL (
+    (SELECT exchange, symbol, rank_cv AS rank, stdv, cv, mean, min, max, first, last,
+            change_pct, count
+     FROM rankings
+     WHERE %(by)s::text = 'cv' AND (%(exchange)s::text IS NULL OR exchange = %(exchange)s::text)
+     ORDER BY rank_cv
+     LIMIT %(limit)s OFFSET %(offset)s)
+    UNION ALL
+    (SELECT exchange, symbol, rank_stdv, stdv, cv, mean, min, max, first, last, change_pct, count
+     FROM rankings
+     WHERE %(by)s::text = 'stdv' AND (%(exchange)s::text IS NULL OR exchange = %(exchange)s::text)
+     ORDER BY rank_stdv
+     LIMIT %(limit)s OFFSET %(offset)s)
+) AS page ON true
+ORDER BY page.rank;
+
+-- name: market_rank
+-- A market's place in the stored ranking by cv: (rank, ranked), rank NULL when it is not
+-- ranked (fewer than two ticks in the window, or new since the last refresh), ranked the
+-- number of ranked pairs.
+SELECT (SELECT rank_cv FROM rankings WHERE market_id = %(market_id)s) AS rank,
+       coalesce((SELECT ranked FROM rankings_window), 0) AS ranked;
+
+-- name: candles_from_5m
+-- A market's candles of width %(width)s (a multiple of 5 minutes) starting in
+-- [%(start)s, %(end)s), oldest first, combined from the 5-minute candles:
+-- (time, open, high, low, close, count, mean, stdv), stdv the sample standard deviation.
+WITH parts AS (
+    SELECT time_bucket(%(width)s::interval, bucket) AS time, *
+    FROM candles_5m
+    WHERE market_id = %(market_id)s
+      AND bucket >= %(start)s::timestamptz - %(width)s::interval
+      AND bucket < %(end)s::timestamptz + %(width)s::interval
+      AND time_bucket(%(width)s::interval, bucket) >= %(start)s::timestamptz
+      AND time_bucket(%(width)s::interval, bucket) < %(end)s::timestamptz
+),
+totals AS (
+    SELECT time, sum(count) AS n, sum(count * mean) / sum(count) AS mean
+    FROM parts
+    GROUP BY time
+)
+SELECT p.time, first(p.open, p.bucket) AS open, max(p.high) AS high, min(p.low) AS low,
+       last(p.close, p.bucket) AS close, t.n::bigint AS count, t.mean,
+       CASE WHEN t.n > 1 THEN
+           sqrt(sum(p.m2 + p.count * (p.mean - t.mean) * (p.mean - t.mean)) / (t.n - 1))
+       END AS stdv
+FROM parts AS p
+JOIN totals AS t ON t.time = p.time
+GROUP BY p.time, t.n, t.mean
+ORDER BY p.time;
+
+-- name: candles_from_1h
+-- A market's candles of width %(width)s (a multiple of 1 hour) starting in
+-- [%(start)s, %(end)s), oldest first, combined from the hourly candles:
+-- (time, open, high, low, close, count, mean, stdv), stdv the sample standard deviation.
+WITH parts AS (
+    SELECT time_bucket(%(width)s::interval, bucket) AS time, *
+    FROM candles_1h
+    WHERE market_id = %(market_id)s
+      AND bucket >= %(start)s::timestamptz - %(width)s::interval
+      AND bucket < %(end)s::timestamptz + %(width)s::interval
+      AND time_bucket(%(width)s::interval, bucket) >= %(start)s::timestamptz
+      AND time_bucket(%(width)s::interval, bucket) < %(end)s::timestamptz
+),
+totals AS (
+    SELECT time, sum(count) AS n, sum(count * mean) / sum(count) AS mean
+    FROM parts
+    GROUP BY time
+)
+SELECT p.time, first(p.open, p.bucket) AS open, max(p.high) AS high, min(p.low) AS low,
+       last(p.close, p.bucket) AS close, t.n::bigint AS count, t.mean,
+       CASE WHEN t.n > 1 THEN
+           sqrt(sum(p.m2 + p.count * (p.mean - t.mean) * (p.mean - t.mean)) / (t.n - 1))
+       END AS stdv
+FROM parts AS p
+JOIN totals AS t ON t.time = p.time
+GROUP BY p.time, t.n, t.mean
+ORDER BY p.time;

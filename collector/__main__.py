@@ -4,13 +4,14 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from collector.backfill import backfill
 from collector.cycle import cycle_instant, run_cycle
-from collector.service import resume_walk, serve
+from collector.service import resume_walk, serve, start_maintenance
 from collector.sources import build_source
 from collector.sources.live import UnknownExchangeError
+from collector.store import Store
 from datatracker.database import create_pool, wait_for_database
 from datatracker.logs import configure_logging
 from datatracker.settings import Settings, load_settings
@@ -47,11 +48,20 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
         if command == "once":
             await resume_walk(source, pool)
             report = await run_cycle(
-                source, pool, now, timeout_seconds=settings.exchange_timeout_seconds
+                source, Store(pool), now, timeout_seconds=settings.exchange_timeout_seconds
             )
+            if not report.stored:
+                return 1
+            maintenance = await start_maintenance(settings, pool)
+            await maintenance.roll_up(now)
+            await maintenance.refresh_rankings()
             return 1 if report.failed else 0
         if command == "backfill":
             await backfill(source, pool, now, args.hours)
+            start = now - timedelta(hours=args.hours)
+            maintenance = await start_maintenance(settings, pool)
+            await maintenance.refresh_history(start)
+            await maintenance.refresh_rankings()
             return 0
         await serve(settings, source, pool)
         return 0

@@ -23,6 +23,7 @@ BATCH_TICKS = 20_000
 class BackfillReport:
     """How many ticks the backfill produced and how many were new."""
 
+    start: datetime
     fetched: int
     written: int
     seconds: float
@@ -52,7 +53,7 @@ async def backfill(
             if len(pending) >= BATCH_TICKS:
                 await flush()
         await flush()
-    report = BackfillReport(fetched, written, time.monotonic() - started)
+    report = BackfillReport(start, fetched, written, time.monotonic() - started)
     log.info(
         "backfill of %g h to %s: %d ticks written, %d already stored, in %.1f s",
         hours,

@@ -50,6 +50,10 @@ FROM unnest(
 )
 ON CONFLICT DO NOTHING;
 
+-- name: newest_tick
+-- The time of the newest tick: (time), NULL when there is none.
+SELECT max(time) AS time FROM ticks;
+
 -- name: latest_prices
 -- The newest price of every pair: where the simulated walk resumes after a restart.
 SELECT DISTINCT ON (t.market_id) m.exchange, m.symbol, t.price
@@ -57,3 +61,71 @@ FROM ticks AS t
 JOIN markets AS m ON m.id = t.market_id
 WHERE t.time > now() - interval '7 days'
 ORDER BY t.market_id, t.time DESC;
+
+-- name: roll_up_candles_5m
+-- Apache mode: recomputes from the raw ticks the 5-minute candles of every bucket from the one
+-- holding %(since)s on (the same expressions as the continuous aggregate of timescale mode).
+INSERT INTO candles_5m AS c (bucket, market_id, open, high, low, close, count, mean, m2)
+SELECT time_bucket(INTERVAL '5 minutes', time), market_id, first(price, time), max(price),
+       min(price), last(price, time), count(*), avg(price), var_pop(price) * count(*)
+FROM ticks
+WHERE time >= time_bucket(INTERVAL '5 minutes', %(since)s::timestamptz)
+GROUP BY 1, 2
+ON CONFLICT (market_id, bucket) DO UPDATE
+    SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+        count = excluded.count, mean = excluded.mean, m2 = excluded.m2;
+
+-- name: roll_up_candles_1h
+-- Apache mode: recomputes the hourly candles from the hour holding %(since)s on by combining
+-- their 5-minute candles exactly: M2 = sum(m2_i) + sum(n_i * (mean_i - mean)^2).
+WITH parts AS (
+    SELECT time_bucket(INTERVAL '1 hour', bucket) AS hour, *
+    FROM candles_5m
+    WHERE bucket >= time_bucket(INTERVAL '1 hour', %(since)s::timestamptz)
+),
+totals AS (
+    SELECT market_id, hour, sum(count) AS n, sum(count * mean) / sum(count) AS mean
+    FROM parts
+    GROUP BY market_id, hour
+)
+INSERT INTO candles_1h AS c (bucket, market_id, open, high, low, close, count, mean, m2)
+SELECT p.hour, p.market_id, first(p.open, p.bucket), max(p.high), min(p.low),
+       last(p.close, p.bucket), t.n, t.mean,
+       sum(p.m2 + p.count * (p.mean - t.mean) * (p.mean - t.mean))
+FROM parts AS p
+JOIN totals AS t ON t.market_id = p.market_id AND t.hour = p.hour
+GROUP BY p.hour, p.market_id, t.n, t.mean
+ON CONFLICT (market_id, bucket) DO UPDATE
+    SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+        count = excluded.count, mean = excluded.mean, m2 = excluded.m2;
+
+-- name: roll_up_start
+-- Apache mode: where a catch-up rollup starts: (since), the newest 5-minute candle's bucket,
+-- else the oldest tick's time; NULL when there are no ticks.
+SELECT coalesce((SELECT max(bucket) FROM candles_5m), (SELECT min(time) FROM ticks)) AS since;
+
+-- name: apply_retention
+-- Apache mode: drops the chunks past each retention horizon: (dropped), how many.
+SELECT apply_retention(
+    %(raw_retention)s::interval, %(candles_5m_retention)s::interval,
+    %(candles_1h_retention)s::interval
+) AS dropped;
+
+-- name: refresh_candles_5m
+-- Timescale mode: materialises the complete 5-minute buckets from the one holding %(since)s
+-- to now (a refresh skips buckets the window only partly covers).
+CALL refresh_continuous_aggregate(
+    'candles_5m', time_bucket(INTERVAL '5 minutes', %(since)s::timestamptz), now()
+);
+
+-- name: refresh_candles_1h
+-- Timescale mode: materialises the complete hourly buckets from the one holding %(since)s
+-- to now.
+CALL refresh_continuous_aggregate(
+    'candles_1h', time_bucket(INTERVAL '1 hour', %(since)s::timestamptz), now()
+);
+
+-- name: refresh_rankings
+-- Both modes: db/init.sql's refresh_rankings() replaces the stored ranking with the one up to
+-- now(), in one transaction. Returns (ranked), how many pairs it ranks.
+SELECT refresh_rankings() AS ranked;

@@ -10,10 +10,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import AsyncConnectionPool
 
 from collector.cycle import cycle_instant, describe, run_cycle
+from collector.gaps import fill_gap
+from collector.maintenance import Maintenance
 from collector.sources import PriceSource
 from collector.sources.simulated import SimulatedSource
-from collector.writer import QUERIES, TickWriter
+from collector.store import Store
+from collector.writer import QUERIES
 from datatracker.settings import Settings
+from datatracker.storage import detect_storage_mode
 
 log = logging.getLogger("collector")
 
@@ -29,30 +33,66 @@ async def resume_walk(source: PriceSource, pool: AsyncConnectionPool) -> None:
         source.resume({(exchange, symbol): price for exchange, symbol, price in rows})
 
 
+async def start_maintenance(settings: Settings, pool: AsyncConnectionPool) -> Maintenance:
+    """Detect the storage mode, say which it is, and return its upkeep."""
+    async with pool.connection() as conn:
+        mode = await detect_storage_mode(conn)
+    if mode == "timescale":
+        log.info("storage mode: timescale (TimescaleDB policies keep candles and retention)")
+    else:
+        log.info("storage mode: apache (the collector rolls up candles and drops old chunks)")
+    return Maintenance(settings, pool, mode)
+
+
 class Collector:
     """Runs a cycle at every multiple of the interval, never two at once."""
 
-    def __init__(self, settings: Settings, source: PriceSource, pool: AsyncConnectionPool):
+    def __init__(
+        self,
+        settings: Settings,
+        source: PriceSource,
+        pool: AsyncConnectionPool,
+        maintenance: Maintenance | None = None,
+    ):
         self._settings = settings
         self._source = source
         self._pool = pool
+        self._maintenance = maintenance
         self._current: asyncio.Task[None] | None = None
-        self._writer = TickWriter()
+        self._store = Store(pool, max_backlog_ticks=settings.backlog_max_ticks)
 
     async def collect(self) -> None:
         """The scheduled job: one cycle for the instant it was scheduled at."""
         self._current = asyncio.current_task()
         at = cycle_instant(datetime.now(UTC), self._settings.collect_interval_seconds)
         try:
-            await run_cycle(
+            report = await run_cycle(
                 self._source,
-                self._pool,
+                self._store,
                 at,
                 timeout_seconds=self._settings.exchange_timeout_seconds,
-                writer=self._writer,
             )
         except Exception as error:
             log.error("cycle %s not written: %s", at.isoformat(), describe(error))
+            return
+        if report.stored and self._maintenance is not None:
+            try:
+                await self._maintenance.roll_up(at)
+            except Exception as error:
+                log.error("candles of cycle %s not rolled up: %s", at.isoformat(), describe(error))
+            try:
+                await self._maintenance.refresh_rankings()
+            except Exception as error:
+                log.error("ranking of cycle %s not refreshed: %s", at.isoformat(), describe(error))
+
+    async def drop_expired_chunks(self) -> None:
+        """The scheduled retention job of Apache mode; a failure is logged and retried next time."""
+        if self._maintenance is None:
+            return
+        try:
+            await self._maintenance.drop_expired_chunks()
+        except Exception as error:
+            log.error("retention failed: %s", describe(error))
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
         """Add the job: aligned to the interval, one instance, missed runs coalesced."""
@@ -73,6 +113,17 @@ class Collector:
             interval,
             first.strftime("%H:%M:%SZ"),
         )
+        if self._maintenance is not None and self._maintenance.active:
+            every = self._settings.retention_check_seconds
+            scheduler.add_job(
+                self.drop_expired_chunks,
+                IntervalTrigger(seconds=every, timezone=UTC),
+                id="retention",
+                next_run_time=datetime.now(UTC),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, every // 2),
+            )
 
     async def finish_current_cycle(self) -> None:
         """Give a cycle under way a bounded time to finish, then cancel it."""
@@ -89,7 +140,9 @@ class Collector:
 async def serve(settings: Settings, source: PriceSource, pool: AsyncConnectionPool) -> None:
     """Collect until SIGTERM or SIGINT."""
     await resume_walk(source, pool)
-    collector = Collector(settings, source, pool)
+    maintenance = await start_maintenance(settings, pool)
+    await maintenance.catch_up()
+    collector = Collector(settings, source, pool, maintenance)
     scheduler = AsyncIOScheduler(timezone=UTC)
     collector.schedule(scheduler)
     stop = asyncio.Event()
@@ -97,7 +150,29 @@ async def serve(settings: Settings, source: PriceSource, pool: AsyncConnectionPo
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     scheduler.start()
+    # Alongside the cycles: filling hours of candles exchange by exchange can take minutes.
+    gap = asyncio.create_task(fill_gap_and_roll_up(settings, source, pool, maintenance))
     await stop.wait()
     log.info("stopping")
     scheduler.shutdown(wait=False)
+    gap.cancel()
     await collector.finish_current_cycle()
+
+
+async def fill_gap_and_roll_up(
+    settings: Settings, source: PriceSource, pool: AsyncConnectionPool, maintenance: Maintenance
+) -> None:
+    """Fill the gap the downtime left, then bring the candles up to date with it."""
+    now = cycle_instant(datetime.now(UTC), settings.collect_interval_seconds)
+    try:
+        report = await fill_gap(
+            source,
+            pool,
+            now,
+            interval_seconds=settings.collect_interval_seconds,
+            max_hours=settings.gap_fill_max_hours,
+        )
+        if report is not None and report.written:
+            await maintenance.refresh_history(report.start)
+    except Exception as error:
+        log.error("gap not filled: %s", describe(error))

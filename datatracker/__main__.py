@@ -5,7 +5,7 @@ import sys
 
 import psycopg
 
-from datatracker.schema import SCHEMA_FILE, apply_schema
+from datatracker.schema import SCHEMA_FILE, apply_schema, schema_settings
 from datatracker.settings import load_settings
 
 
@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     parser.parse_args(argv)
     settings = load_settings()
     try:
-        apply_schema(settings.database_url)
+        apply_schema(settings.database_url, schema_settings(settings))
     except psycopg.Error as error:
         print(f"initdb failed: {str(error).strip()}", file=sys.stderr)
         return 1

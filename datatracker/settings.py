@@ -1,5 +1,6 @@
 """Settings for both services, read once from the environment and `.env`."""
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -30,8 +31,17 @@ class Settings(BaseSettings):
     simulated_seed: int = 42
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    backlog_max_ticks: int = Field(default=1_000_000, ge=0)
+    gap_fill_max_hours: float = Field(default=6, ge=0, le=168)
     db_pool_max_size: int = Field(default=10, ge=1, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Storage lifecycle (db/init.sql, docs/sql.md). Values like `7 days`, `36h`, `P730D`.
+    raw_retention: timedelta = Field(default=timedelta(days=7), ge=timedelta(days=2))
+    compress_after: timedelta = Field(default=timedelta(days=1), ge=timedelta(days=1))
+    candles_5m_retention: timedelta = Field(default=timedelta(days=90), ge=timedelta(days=2))
+    candles_1h_retention: timedelta = Field(default=timedelta(days=730), ge=timedelta(days=2))
+    # Apache mode only: how often the collector drops expired chunks.
+    retention_check_seconds: int = Field(default=3600, ge=60)
 
     @field_validator("supported_exchanges", mode="before")
     @classmethod

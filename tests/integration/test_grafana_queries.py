@@ -118,6 +118,7 @@ async def loaded_url(
         since = {"since": end - timedelta(hours=HOURS_LOADED)}
         await conn.execute(COLLECTOR_QUERIES["roll_up_candles_5m"], since)
         await conn.execute(COLLECTOR_QUERIES["roll_up_candles_1h"], since)
+        await conn.execute(COLLECTOR_QUERIES["refresh_rankings"])
     yield url
     async with await psycopg.AsyncConnection.connect(database_server, autocommit=True) as admin:
         await admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -1,0 +1,96 @@
+"""`GET /prices/{exchange}/{symbol}/candles`: history beyond 24 hours, from the candle tables."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal, LiteralString
+
+from litestar import get
+from litestar.exceptions import ValidationException
+from litestar.params import Parameter
+
+from api.models import Candle, Candles
+from api.routes import NOT_FOUND, QUERIES, Connection, ExchangeParam, SymbolParam, find_market
+
+# A request returns at most this many candles: a longer range is cut to its newest part.
+MAX_CANDLES = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A candle width, the query that combines it from a stored level, and its default range."""
+
+    width: timedelta
+    query: LiteralString
+    default_range: timedelta
+
+
+INTERVALS = {
+    "5m": Interval(timedelta(minutes=5), "candles_from_5m", timedelta(days=1)),
+    "15m": Interval(timedelta(minutes=15), "candles_from_5m", timedelta(days=3)),
+    "30m": Interval(timedelta(minutes=30), "candles_from_5m", timedelta(days=7)),
+    "1h": Interval(timedelta(hours=1), "candles_from_1h", timedelta(days=7)),
+    "4h": Interval(timedelta(hours=4), "candles_from_1h", timedelta(days=30)),
+    "1d": Interval(timedelta(days=1), "candles_from_1h", timedelta(days=365)),
+}
+IntervalName = Literal["5m", "15m", "30m", "1h", "4h", "1d"]
+# Times as text parsed here: Litestar would also take a number (Unix seconds) for a
+# datetime, which the schema's `date-time` does not allow.
+TimeParam = Annotated[
+    str | None,
+    Parameter(
+        description="ISO 8601 (`2026-01-31T12:00:00Z`), UTC if no zone; "
+        "`start` defaults to the interval's usual range before `end`, `end` to now; "
+        "at most 5000 candles before `end` are returned.",
+        schema_extra={"format": "date-time"},
+        max_length=40,
+    ),
+]
+
+
+def parse_time(text: str, name: str) -> datetime:
+    """An ISO 8601 time, UTC if it names no zone; 400 when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationException(f"{name} is not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def time_range(interval: Interval, start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    """The requested [start, end): by default the interval's range up to now, and at most
+    MAX_CANDLES candles back from `end`."""
+    stop = parse_time(end, "end") if end else datetime.now(UTC)
+    begin = parse_time(start, "start") if start else before(stop, interval.default_range)
+    return max(begin, before(stop, MAX_CANDLES * interval.width)), stop
+
+
+def before(moment: datetime, span: timedelta) -> datetime:
+    """`moment - span`, or the earliest time there is when that falls before year 1."""
+    try:
+        return moment - span
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+@get(
+    "/prices/{exchange:str}/{symbol:str}/candles",
+    summary="A pair's candles over any range",
+    responses=NOT_FOUND,
+)
+async def candles(
+    conn: Connection,
+    exchange: ExchangeParam,
+    symbol: SymbolParam,
+    interval: Annotated[IntervalName, Parameter(description="Candle width.")] = "1h",
+    start: TimeParam = None,
+    end: TimeParam = None,
+) -> Candles:
+    """Candles (OHLC, count, mean, sample stdv) starting in [start, end), oldest first;
+    none when start is not before end."""
+    chosen = INTERVALS[interval]
+    begin, stop = time_range(chosen, start, end)
+    market_id, exchange, symbol = await find_market(conn, exchange, symbol)
+    params = {"market_id": market_id, "width": chosen.width, "start": begin, "end": stop}
+    cursor = await conn.execute(QUERIES[chosen.query], params)
+    rows = [Candle(*row) for row in await cursor.fetchall()]
+    return Candles(exchange, symbol, interval, begin, stop, rows)

@@ -1,0 +1,87 @@
+"""Storage upkeep the database cannot do itself in Apache mode: candle rollups and retention.
+
+In timescale mode TimescaleDB's policies do both, and `roll_up` and `drop_expired_chunks`
+do nothing. History written behind the policies' windows (a backfill) needs
+`refresh_history` in both modes, and the stored ranking needs `refresh_rankings` after
+every write in both modes.
+"""
+
+import logging
+import time
+from datetime import datetime
+
+from psycopg_pool import AsyncConnectionPool
+
+from collector.writer import QUERIES
+from datatracker.schema import as_interval
+from datatracker.settings import Settings
+from datatracker.storage import StorageMode
+
+log = logging.getLogger("collector.maintenance")
+
+
+class Maintenance:
+    """Keeps candles and retention in Apache mode (a no-op in timescale mode), and the stored
+    ranking in both modes."""
+
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool, mode: StorageMode):
+        self._settings = settings
+        self._pool = pool
+        self.mode = mode
+
+    @property
+    def active(self) -> bool:
+        """Whether the collector maintains storage (Apache mode)."""
+        return self.mode == "apache"
+
+    async def roll_up(self, since: datetime) -> None:
+        """Recompute the candles of every bucket from the one holding `since` on."""
+        if not self.active:
+            return
+        async with self._pool.connection() as conn:
+            await conn.execute(QUERIES["roll_up_candles_5m"], {"since": since})
+            await conn.execute(QUERIES["roll_up_candles_1h"], {"since": since})
+
+    async def catch_up(self) -> None:
+        """Roll up what was written since the newest candle, e.g. while the collector was down."""
+        if not self.active:
+            return
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(QUERIES["roll_up_start"])).fetchone()
+        if row is not None and row[0] is not None:
+            await self.roll_up(row[0])
+
+    async def drop_expired_chunks(self) -> int:
+        """Drop the chunks past each retention horizon; return how many."""
+        if not self.active:
+            return 0
+        settings = self._settings
+        horizons = {
+            "raw_retention": as_interval(settings.raw_retention),
+            "candles_5m_retention": as_interval(settings.candles_5m_retention),
+            "candles_1h_retention": as_interval(settings.candles_1h_retention),
+        }
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(QUERIES["apply_retention"], horizons)).fetchone()
+        dropped = int(row[0]) if row else 0
+        log.info("retention: %d expired chunks dropped", dropped)
+        return dropped
+
+    async def refresh_history(self, since: datetime) -> None:
+        """Bring the candles up to date with ticks written from `since` on, in either mode."""
+        if self.active:
+            await self.roll_up(since)
+            return
+        async with self._pool.connection() as conn:
+            await conn.execute(QUERIES["refresh_candles_5m"], {"since": since})
+            await conn.execute(QUERIES["refresh_candles_1h"], {"since": since})
+
+    async def refresh_rankings(self) -> int:
+        """Replace the stored ranking with the one over the 24 hours up to now; return how many
+        pairs it ranks. Call it once the cycle's ticks (and in Apache mode candles) are stored."""
+        started = time.perf_counter()
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(QUERIES["refresh_rankings"])).fetchone()
+        ranked = int(row[0]) if row else 0
+        log.debug("rankings: %d pairs in %.3f s", ranked, time.perf_counter() - started)
+        return ranked

@@ -1,0 +1,94 @@
+"""GET /prices/{exchange}/{symbol}/candles: combined exactly from the stored candles, validated."""
+
+import math
+from datetime import timedelta
+
+import httpx
+import psycopg
+import pytest
+
+from tests.integration.history import ANCHOR
+
+CANDLES_FROM_TICKS = """
+    SELECT time_bucket(%(width)s::interval, t.time), first(t.price, t.time), max(t.price),
+           min(t.price), last(t.price, t.time), count(*), avg(t.price), stddev_samp(t.price)
+    FROM ticks AS t JOIN markets AS m ON m.id = t.market_id
+    WHERE m.exchange = 'kraken' AND m.symbol = 'btcusd'
+      AND time_bucket(%(width)s::interval, t.time) >= %(start)s
+      AND time_bucket(%(width)s::interval, t.time) < %(end)s
+    GROUP BY 1 ORDER BY 1"""
+
+
+def iso(moment: object) -> str:
+    """A UTC time as the API writes it."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("interval", "width"), [("15m", "15 minutes"), ("4h", "4 hours")])
+async def test_candles_equal_aggregates_of_the_raw_ticks(
+    apache_api: httpx.AsyncClient, apache_history: str, interval: str, width: str
+) -> None:
+    """Each candle's OHLC, count, mean and stdv equal the same aggregates over its raw ticks."""
+    start, end = ANCHOR - timedelta(hours=20), ANCHOR
+    params = {"interval": interval, "start": iso(start), "end": iso(end)}
+    async with await psycopg.AsyncConnection.connect(apache_history) as conn:
+        cursor = await conn.execute(
+            CANDLES_FROM_TICKS, {"width": width, "start": start, "end": end}
+        )
+        expected = await cursor.fetchall()
+
+    body = (await apache_api.get("/prices/kraken/btcusd/candles", params=params)).json()
+
+    fields = ("open", "high", "low", "close", "count", "mean", "stdv")
+    actual = [(c["time"], *(c[f] for f in fields)) for c in body["candles"]]
+    assert [iso(row[0]) for row in expected] == [row[0] for row in actual]
+    assert all(
+        math.isclose(a, b, rel_tol=1e-9)
+        for e, c in zip(expected, actual, strict=True)
+        for a, b in zip(e[1:], c[1:], strict=True)
+    )
+
+
+@pytest.mark.parametrize("params", [{"interval": "2m"}, {"start": "yesterday"}])
+async def test_bad_candle_parameters_answer_400(
+    apache_api: httpx.AsyncClient, params: dict[str, str]
+) -> None:
+    """An unknown interval or an unreadable time is a 400."""
+    response = await apache_api.get("/prices/kraken/btcusd/candles", params=params)
+
+    assert 400 == response.status_code
+
+
+async def test_a_range_ending_before_it_starts_has_no_candles(
+    apache_api: httpx.AsyncClient,
+) -> None:
+    """start after end answers an empty list."""
+    params = {"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    response = await apache_api.get("/prices/kraken/btcusd/candles", params=params)
+
+    assert (200, []) == (response.status_code, response.json()["candles"])
+
+
+async def test_a_long_range_is_cut_to_the_newest_5000_candles(
+    apache_api: httpx.AsyncClient,
+) -> None:
+    """Five years of 5-minute candles start 5000 candles before the end."""
+    params = {"interval": "5m", "start": "2021-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    response = await apache_api.get("/prices/kraken/btcusd/candles", params=params)
+
+    assert "2025-12-14T15:20:00Z" == response.json()["start"]
+
+
+async def test_candles_of_an_unknown_pair_answer_404(apache_api: httpx.AsyncClient) -> None:
+    """Candles of a pair nobody lists are a 404."""
+    response = await apache_api.get("/prices/kraken/nosuchusd/candles")
+
+    assert 404 == response.status_code
+
+
+async def test_a_range_ending_in_year_one_has_no_candles(apache_api: httpx.AsyncClient) -> None:
+    """An end so early that the default start would precede year 1 answers an empty list."""
+    params = {"end": "0001-01-01T02:00:00Z"}
+    response = await apache_api.get("/prices/kraken/btcusd/candles", params=params)
+
+    assert (200, []) == (response.status_code, response.json()["candles"])
