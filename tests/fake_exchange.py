@@ -73,6 +73,7 @@ class Fault:
     body: str | None = None  # raw body sent instead of the normal JSON
     delay_seconds: float = 0
     headers: dict[str, str] = field(default_factory=dict)
+    times: int | None = None  # how many ticker requests it spoils; None: all of them
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -457,6 +458,10 @@ class FakeExchangeServer:
     async def _ticker_response(self, exchange: str, payload: Json) -> web.Response:
         """The normal JSON answer, or the exchange's configured `Fault` instead."""
         fault = self.faults.get(exchange, Fault())
+        if fault.times is not None:
+            fault.times -= 1
+            if fault.times < 0:
+                fault = Fault()
         await self._delay(fault.delay_seconds)
         if fault.body is None:
             text, content_type = json.dumps(payload), "application/json"

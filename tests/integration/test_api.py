@@ -14,11 +14,15 @@ from collector.writer import write_ticks
 from datatracker.settings import load_settings
 from tests.api_server import serve_api
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+
+def btc(now: datetime, minutes_ago: float, price: float) -> Tick:
+    return Tick(now - timedelta(minutes=minutes_ago), "kraken", "btcusd", "BTC", "USD", price)
 
 
-def btc(minutes_ago: float, price: float, exchange: str = "kraken") -> Tick:
-    return Tick(NOW - timedelta(minutes=minutes_ago), exchange, "btcusd", "BTC", "USD", price)
+@pytest.fixture
+def now() -> datetime:
+    """This test's present, to the second: the 24-hour window is relative to it."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -29,10 +33,10 @@ async def api(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def history(conn: psycopg.AsyncConnection) -> list[Tick]:
+async def history(conn: psycopg.AsyncConnection, now: datetime) -> list[Tick]:
     """Ten minutes of kraken BTC/USD, written out of order, plus an ETH pair."""
-    ticks = [btc(m, 97000 + 37.5 * math.sin(m)) for m in (3, 1, 9, 0, 5, 2, 8, 4, 7, 6)]
-    ticks.append(Tick(NOW, "kraken", "ethusd", "ETH", "USD", 3400.0))
+    ticks = [btc(now, m, 97000 + 37.5 * math.sin(m)) for m in (3, 1, 9, 0, 5, 2, 8, 4, 7, 6)]
+    ticks.append(Tick(now, "kraken", "ethusd", "ETH", "USD", 3400.0))
     await write_ticks(conn, ticks)
     return sorted(ticks[:-1], key=lambda tick: tick.time)
 
@@ -82,11 +86,12 @@ async def test_symbol_spellings_name_one_pair(
 
 
 async def test_the_window_is_exactly_24_hours(
-    api: httpx.AsyncClient, conn: psycopg.AsyncConnection
+    api: httpx.AsyncClient, conn: psycopg.AsyncConnection, now: datetime
 ) -> None:
     """A tick 24 h + 1 s old is out; one 30 s short of 24 h is in."""
     day = 24 * 60
-    await write_ticks(conn, [btc(day + 1 / 60, 1.0), btc(day - 0.5, 2.0), btc(0, 3.0)])
+    ticks = [btc(now, day + 1 / 60, 1.0), btc(now, day - 0.5, 2.0), btc(now, 0, 3.0)]
+    await write_ticks(conn, ticks)
 
     body = (await api.get("/prices/kraken/btcusd")).json()
 
@@ -111,14 +116,14 @@ async def test_errors_are_json_with_the_right_status(
     api: httpx.AsyncClient,
     conn: psycopg.AsyncConnection,
     history: list[Tick],
+    now: datetime,
     path: str,
     status: int,
     detail: str | None,
 ) -> None:
     """Unknown names and stale pairs are 404, malformed values 400, always as JSON."""
-    await write_ticks(
-        conn, [Tick(NOW - timedelta(days=2), "kraken", "solusd", "SOL", "USD", 190.0)]
-    )
+    stale = Tick(now - timedelta(days=2), "kraken", "solusd", "SOL", "USD", 190.0)
+    await write_ticks(conn, [stale])
 
     response = await api.get(path)
 
@@ -136,10 +141,12 @@ async def test_openapi_schema_documents_the_prices_route(api: httpx.AsyncClient)
     assert "/prices/{exchange}/{symbol}" in schema["paths"]
 
 
-async def test_health_reports_the_newest_tick(api: httpx.AsyncClient, history: list[Tick]) -> None:
+async def test_health_reports_the_newest_tick(
+    api: httpx.AsyncClient, history: list[Tick], now: datetime
+) -> None:
     """/health says the database answers and how old the newest tick is."""
     body = (await api.get("/health")).json()
-    assert ("ok", NOW.strftime("%Y-%m-%dT%H:%M:%SZ")) == (body["status"], body["newest_tick"])
+    assert ("ok", now.strftime("%Y-%m-%dT%H:%M:%SZ")) == (body["status"], body["newest_tick"])
     assert 0 <= body["newest_tick_age_seconds"] < 60
 
 

@@ -1,0 +1,211 @@
+"""Exchange faults through the fake exchange server: each exchange's trouble stays its own."""
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from collector.cycle import run_cycle
+from collector.sources.live import LiveSource
+from collector.store import Store
+from tests.fake_exchange import EXCHANGES, FakeExchangeServer, FakeMarket, Fault
+
+AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+# Pairs listed by FakeExchangeServer.with_default_markets().
+LISTED = {"binance": 5, "coinbase": 5, "kraken": 6, "bitstamp": 4, "okx": 5}
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    async with AsyncConnectionPool(
+        database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+    ) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeExchangeServer]:
+    async with FakeExchangeServer.with_default_markets() as fake:
+        yield fake
+
+
+def live_source(base_url: str, *, markets_reload_seconds: float = 3600) -> LiveSource:
+    source = LiveSource(
+        EXCHANGES,
+        timeout_seconds=5,
+        markets_reload_seconds=markets_reload_seconds,
+        base_url=base_url,
+        rate_limit=False,
+    )
+    for client in source._clients.values():
+        client.timeout_on_exit = 0  # ccxt sleeps this long in close()
+    return source
+
+
+@pytest.fixture
+async def source(server: FakeExchangeServer) -> AsyncIterator[LiveSource]:
+    live = live_source(server.base_url)
+    for exchange in EXCHANGES:  # markets first: coinbase serves markets and tickers alike
+        await live._markets(exchange)
+    yield live
+    await live.close()
+
+
+async def runs(conn: psycopg.AsyncConnection) -> dict[str, tuple[bool, int, int]]:
+    cursor = await conn.execute("SELECT exchange, ok, written, dropped FROM collector_runs")
+    return {
+        exchange: (ok, written, dropped)
+        for exchange, ok, written, dropped in await cursor.fetchall()
+    }
+
+
+def others_fine(outcome: dict[str, tuple[bool, int, int]], broken: str) -> bool:
+    return all(outcome[name] == (True, LISTED[name], 0) for name in EXCHANGES if name != broken)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "fault"),
+    [
+        ("binance", Fault(status=500, body="Internal Server Error")),
+        ("okx", Fault(status=503, body="<html><body>down for maintenance</body></html>")),
+        ("kraken", Fault(status=429, body='{"error": ["EAPI:Rate limit exceeded"]}')),
+        ("binance", Fault(status=429, body="{}", headers={"Retry-After": "60"})),
+        ("bitstamp", Fault(body='[{"pair": "BTC/USD", "last": "97')),
+        ("binance", Fault(body="<html><body>Cloudflare error</body></html>")),
+        ("kraken", Fault(body='{"error": ["EService:Unavailable"]}')),
+        ("okx", Fault(body="not json at all")),
+        ("coinbase", Fault(delay_seconds=30)),
+    ],
+    ids=[
+        "5xx",
+        "503 html",
+        "kraken rate limit",
+        "429 retry-after too long",
+        "truncated json",
+        "html with 200",
+        "kraken unavailable",
+        "garbage",
+        "timeout",
+    ],
+)
+async def test_a_broken_exchange_fails_alone_and_is_recorded(
+    server: FakeExchangeServer,
+    source: LiveSource,
+    pool: AsyncConnectionPool,
+    conn: psycopg.AsyncConnection,
+    exchange: str,
+    fault: Fault,
+) -> None:
+    """The broken exchange is recorded as failed; every other exchange is written in full."""
+    server.faults[exchange] = fault
+    started = time.monotonic()
+
+    report = await run_cycle(source, Store(pool), AT, timeout_seconds=3)
+
+    assert [exchange] == report.failed
+    outcome = await runs(conn)
+    assert (False, 0, 0) == outcome[exchange]
+    assert others_fine(outcome, exchange)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("retry_after", [None, "1"], ids=["backoff", "retry-after"])
+async def test_a_passing_rate_limit_is_retried_within_the_cycle(
+    server: FakeExchangeServer,
+    source: LiveSource,
+    pool: AsyncConnectionPool,
+    retry_after: str | None,
+) -> None:
+    """One 429 (with or without Retry-After) costs a retry, not the exchange's ticks."""
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    server.faults["binance"] = Fault(status=429, body="{}", headers=headers, times=1)
+
+    report = await run_cycle(source, Store(pool), AT, timeout_seconds=5)
+
+    binance = next(o for o in report.outcomes if o.exchange == "binance")
+    assert ([], 2, 5) == (report.failed, binance.attempts, binance.written)
+    if retry_after:
+        assert binance.fetch_seconds >= 1
+
+
+async def test_unusable_prices_are_dropped_and_counted(
+    server: FakeExchangeServer,
+    source: LiveSource,
+    pool: AsyncConnectionPool,
+    conn: psycopg.AsyncConnection,
+) -> None:
+    """Zero, negative, NaN, absurd and missing prices are dropped; the sound ones are written."""
+    server.markets["kraken"] = [
+        FakeMarket("BTC", "USD", 96950.5),
+        FakeMarket("ETH", "USD", 0),
+        FakeMarket("SOL", "USD", -3),
+        FakeMarket("ADA", "USD", "NaN"),
+        FakeMarket("DOT", "USD", 1e300),
+        FakeMarket("XRP", "USD", None),
+    ]
+    await source._markets("kraken")
+    source._markets_loaded_at.clear()
+
+    await run_cycle(source, Store(pool), AT, timeout_seconds=5)
+
+    ok, written, dropped = (await runs(conn))["kraken"]
+    assert (True, 1) == (ok, written)
+    assert dropped > 0  # ccxt itself already leaves some of them out
+    cursor = await conn.execute("SELECT symbol FROM prices WHERE exchange = 'kraken'")
+    assert [("btcusd",)] == await cursor.fetchall()
+
+
+async def test_a_pair_listed_twice_is_written_once(
+    server: FakeExchangeServer,
+    source: LiveSource,
+    pool: AsyncConnectionPool,
+    conn: psycopg.AsyncConnection,
+) -> None:
+    """A response naming one pair twice yields one tick for it."""
+    server.markets["bitstamp"].append(FakeMarket("BTC", "USD", 97011.0))
+
+    await run_cycle(source, Store(pool), AT, timeout_seconds=5)
+
+    cursor = await conn.execute(
+        "SELECT count(*) FROM prices WHERE exchange = 'bitstamp' AND symbol = 'btcusd'"
+    )
+    assert (1,) == await cursor.fetchone()
+
+
+async def test_listings_that_change_between_cycles_are_followed(
+    server: FakeExchangeServer, pool: AsyncConnectionPool, conn: psycopg.AsyncConnection
+) -> None:
+    """A new listing appears and a delisted pair stops, once the markets are reloaded."""
+    source = live_source(server.base_url, markets_reload_seconds=0)
+    try:
+        await run_cycle(source, Store(pool), AT, timeout_seconds=5)
+        server.markets["okx"] = [m for m in server.markets["okx"] if m.base != "SOL"]
+        server.markets["okx"].append(FakeMarket("DOGE", "USDT", 0.3217))
+        await run_cycle(source, Store(pool), AT + timedelta(minutes=1), timeout_seconds=5)
+    finally:
+        await source.close()
+
+    cursor = await conn.execute(
+        "SELECT symbol, count(*) FROM prices WHERE exchange = 'okx'"
+        " AND symbol IN ('solusdt', 'dogeusdt') GROUP BY symbol ORDER BY symbol"
+    )
+    assert [("dogeusdt", 1), ("solusdt", 1)] == await cursor.fetchall()
+
+
+async def test_refused_connections_fail_every_exchange_quickly(
+    pool: AsyncConnectionPool, conn: psycopg.AsyncConnection
+) -> None:
+    """With nothing listening, each exchange fails on its own and the cycle still ends."""
+    source = live_source("http://127.0.0.1:9")
+    started = time.monotonic()
+    try:
+        report = await run_cycle(source, Store(pool), AT, timeout_seconds=5)
+    finally:
+        await source.close()
+
+    assert sorted(EXCHANGES) == sorted(report.failed)
+    assert all(not ok for ok, _, _ in (await runs(conn)).values())
+    assert time.monotonic() - started < 10
