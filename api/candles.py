@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, LiteralString
+from typing import Annotated, Literal
 
 from litestar import get
 from litestar.exceptions import ValidationException
@@ -17,20 +17,20 @@ MAX_CANDLES = 5000
 
 @dataclass(frozen=True, slots=True)
 class Interval:
-    """A candle width, the query that combines it from a stored level, and its default range."""
+    """A candle width, the stored level it is combined from, and its default range."""
 
     width: timedelta
-    query: LiteralString
+    level: Literal["5m", "1h"]
     default_range: timedelta
 
 
 INTERVALS = {
-    "5m": Interval(timedelta(minutes=5), "candles_from_5m", timedelta(days=1)),
-    "15m": Interval(timedelta(minutes=15), "candles_from_5m", timedelta(days=3)),
-    "30m": Interval(timedelta(minutes=30), "candles_from_5m", timedelta(days=7)),
-    "1h": Interval(timedelta(hours=1), "candles_from_1h", timedelta(days=7)),
-    "4h": Interval(timedelta(hours=4), "candles_from_1h", timedelta(days=30)),
-    "1d": Interval(timedelta(days=1), "candles_from_1h", timedelta(days=365)),
+    "5m": Interval(timedelta(minutes=5), "5m", timedelta(days=1)),
+    "15m": Interval(timedelta(minutes=15), "5m", timedelta(days=3)),
+    "30m": Interval(timedelta(minutes=30), "5m", timedelta(days=7)),
+    "1h": Interval(timedelta(hours=1), "1h", timedelta(days=7)),
+    "4h": Interval(timedelta(hours=4), "1h", timedelta(days=30)),
+    "1d": Interval(timedelta(days=1), "1h", timedelta(days=365)),
 }
 IntervalName = Literal["5m", "15m", "30m", "1h", "4h", "1d"]
 # Times as text parsed here: Litestar would also take a number (Unix seconds) for a
@@ -90,7 +90,13 @@ async def candles(
     chosen = INTERVALS[interval]
     begin, stop = time_range(chosen, start, end)
     market_id, exchange, symbol = await find_market(conn, exchange, symbol)
-    params = {"market_id": market_id, "width": chosen.width, "start": begin, "end": stop}
-    cursor = await conn.execute(QUERIES[chosen.query], params)
+    params = {
+        "market_id": market_id,
+        "level": chosen.level,
+        "width": chosen.width,
+        "start": begin,
+        "end": stop,
+    }
+    cursor = await conn.execute(QUERIES["candles"], params)
     rows = [Candle(*row) for row in await cursor.fetchall()]
     return Candles(exchange, symbol, interval, begin, stop, rows)

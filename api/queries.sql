@@ -63,43 +63,20 @@ ORDER BY page.rank;
 SELECT (SELECT rank_cv FROM rankings WHERE market_id = %(market_id)s) AS rank,
        coalesce((SELECT ranked FROM rankings_window), 0) AS ranked;
 
--- name: candles_from_5m
--- A market's candles of width %(width)s (a multiple of 5 minutes) starting in
--- [%(start)s, %(end)s), oldest first, combined from the 5-minute candles:
+-- name: candles
+-- A market's candles of width %(width)s starting in [%(start)s, %(end)s), oldest first,
+-- combined from the stored level %(level)s ('5m' for widths that are multiples of 5 minutes
+-- under an hour, '1h' for multiples of an hour; the other branch reads nothing):
 -- (time, open, high, low, close, count, mean, stdv), stdv the sample standard deviation.
-WITH parts AS (
-    SELECT time_bucket(%(width)s::interval, bucket) AS time, *
-    FROM candles_5m
-    WHERE market_id = %(market_id)s
-      AND bucket >= %(start)s::timestamptz - %(width)s::interval
-      AND bucket < %(end)s::timestamptz + %(width)s::interval
-      AND time_bucket(%(width)s::interval, bucket) >= %(start)s::timestamptz
-      AND time_bucket(%(width)s::interval, bucket) < %(end)s::timestamptz
+WITH stored AS (
+    SELECT * FROM candles_5m WHERE %(level)s = '5m' AND market_id = %(market_id)s
+    UNION ALL
+    SELECT * FROM candles_1h WHERE %(level)s = '1h' AND market_id = %(market_id)s
 ),
-totals AS (
-    SELECT time, sum(count) AS n, sum(count * mean) / sum(count) AS mean
-    FROM parts
-    GROUP BY time
-)
-SELECT p.time, first(p.open, p.bucket) AS open, max(p.high) AS high, min(p.low) AS low,
-       last(p.close, p.bucket) AS close, t.n::bigint AS count, t.mean,
-       CASE WHEN t.n > 1 THEN
-           sqrt(sum(p.m2 + p.count * (p.mean - t.mean) * (p.mean - t.mean)) / (t.n - 1))
-       END AS stdv
-FROM parts AS p
-JOIN totals AS t ON t.time = p.time
-GROUP BY p.time, t.n, t.mean
-ORDER BY p.time;
-
--- name: candles_from_1h
--- A market's candles of width %(width)s (a multiple of 1 hour) starting in
--- [%(start)s, %(end)s), oldest first, combined from the hourly candles:
--- (time, open, high, low, close, count, mean, stdv), stdv the sample standard deviation.
-WITH parts AS (
+parts AS (
     SELECT time_bucket(%(width)s::interval, bucket) AS time, *
-    FROM candles_1h
-    WHERE market_id = %(market_id)s
-      AND bucket >= %(start)s::timestamptz - %(width)s::interval
+    FROM stored
+    WHERE bucket >= %(start)s::timestamptz - %(width)s::interval
       AND bucket < %(end)s::timestamptz + %(width)s::interval
       AND time_bucket(%(width)s::interval, bucket) >= %(start)s::timestamptz
       AND time_bucket(%(width)s::interval, bucket) < %(end)s::timestamptz
