@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from collector.backfill import BackfillReport
 from collector.gaps import fill_gap
 from collector.sources.simulated import SimulatedSource
 from collector.ticks import Tick, normalise
@@ -99,36 +100,38 @@ def test_sigkill_leaves_only_whole_cycles_and_a_restart_continues(
     assert all(PAIRS == count for _, count in stored_cycles(database_url))
 
 
+async def fill_after_gap(
+    database_url: str, conn: psycopg.AsyncConnection, gap: timedelta, max_hours: float, calls: int
+) -> tuple[datetime, list[BackfillReport | None]]:
+    """Store one cycle `gap` before this minute, then call fill_gap `calls` times."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    source = SimulatedSource(["kraken"], pairs_per_exchange=PAIRS, seed=3)
+    await write_ticks(conn, await ticks_at(source, now - gap))
+    async with AsyncConnectionPool(database_url, kwargs={"autocommit": True}, open=False) as pool:
+        reports = [
+            await fill_gap(source, pool, now, interval_seconds=60, max_hours=max_hours)
+            for _ in range(calls)
+        ]
+    return now, reports
+
+
 async def test_a_gap_is_filled_from_the_source_history(
     database_url: str, conn: psycopg.AsyncConnection
 ) -> None:
     """Thirty minutes without ticks are filled minute by minute; a second call finds no gap."""
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    source = SimulatedSource(["kraken"], pairs_per_exchange=PAIRS, seed=3)
-    last = now - timedelta(minutes=30)
-    await write_ticks(
-        conn, normalise("kraken", last, await source.fetch_quotes("kraken", last)).ticks
-    )
-    async with AsyncConnectionPool(database_url, kwargs={"autocommit": True}, open=False) as pool:
-        filled = await fill_gap(source, pool, now, interval_seconds=60, max_hours=6)
-        again = await fill_gap(source, pool, now, interval_seconds=60, max_hours=6)
+    gap = timedelta(minutes=30)
+    now, (filled, again) = await fill_after_gap(database_url, conn, gap, max_hours=6, calls=2)
 
     assert filled is not None
     assert (30 * PAIRS, None) == (filled.written, again)
     cursor = await conn.execute("SELECT count(DISTINCT time), min(time), max(time) FROM ticks")
-    assert (31, last, now) == await cursor.fetchone()
+    assert (31, now - gap, now) == await cursor.fetchone()
 
 
 async def test_gap_filling_is_bounded(database_url: str, conn: psycopg.AsyncConnection) -> None:
     """A gap longer than the bound is filled only for its newest part."""
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    source = SimulatedSource(["kraken"], pairs_per_exchange=PAIRS, seed=3)
-    last = now - timedelta(hours=5)
-    await write_ticks(
-        conn, normalise("kraken", last, await source.fetch_quotes("kraken", last)).ticks
-    )
-    async with AsyncConnectionPool(database_url, kwargs={"autocommit": True}, open=False) as pool:
-        filled = await fill_gap(source, pool, now, interval_seconds=60, max_hours=0.5)
+    gap = timedelta(hours=5)
+    _, (filled,) = await fill_after_gap(database_url, conn, gap, max_hours=0.5, calls=1)
 
     assert filled is not None
     assert 30 * PAIRS == filled.written
