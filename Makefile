@@ -1,7 +1,7 @@
 # Targets named in README.md. Python is whatever `python` is on PATH (a venv, ideally).
 PYTHON ?= python
 
-.PHONY: install db initdb local test lint format bench
+.PHONY: install db initdb local test lint format bench soak
 
 install:  ## install datatracker with development tools, at the pinned versions
 	$(PYTHON) -m pip install -c constraints.txt -e '.[dev]'
@@ -28,6 +28,9 @@ bench:  ## benchmarks against the local cluster (bench/README.md); results in be
 	$(PYTHON) -m bench.write_path --output bench/results/write.json
 	$(PYTHON) -m bench.read_path --label 1d --output bench/results/read-1d.json
 	$(PYTHON) -m bench.footprint --original-url postgresql://datatracker:datatracker@127.0.0.1:5433/bench_tracker --output bench/results/footprint.json
+
+soak:  ## 200 clients on /prices and /rankings for 60 s while the collector writes (bench/README.md)
+	$(PYTHON) -m bench.soak --output bench/results/soak.json
 
 format:
 	$(PYTHON) -m ruff check --fix .

@@ -25,7 +25,7 @@ def frame_shares(stacks: Counter[tuple[str, ...]]) -> tuple[Counter[str], Counte
     inclusive: Counter[str] = Counter()
     exclusive: Counter[str] = Counter()
     for stack, count in stacks.items():
-        for frame in set(stack):
+        for frame in dict.fromkeys(stack):
             inclusive[frame] += count
         exclusive[stack[-1]] += count
     return inclusive, exclusive, sum(stacks.values())

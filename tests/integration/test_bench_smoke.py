@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import footprint, generate, profile_summary, read_path, write_path
+from bench import footprint, generate, profile_summary, read_path, soak, write_path
 
 
 def finite(value: object) -> bool:
@@ -55,6 +55,17 @@ def test_footprint_reports_memory_and_bytes_per_tick(database_url: str) -> None:
     assert [10, 20] == [scale["pairs"] for scale in result["disk"]]
     assert all(finite(scale["bytes_per_tick"]) for scale in result["disk"])
     assert all(value > 0 for value in result["memory"].values())
+
+
+@pytest.mark.slow
+def test_soak_loads_both_endpoints_while_the_collector_writes(database_url: str) -> None:
+    """The soak runs the API and the collector, loads both endpoints and reports no failure."""
+    result = soak.main(
+        ["--database-url", database_url, "--pairs", "10", "--clients", "4", "--seconds", "2",
+         "--collect-interval", "1", "--sample", "5", "--grace", "10"]
+    )  # fmt: skip
+    assert [] == result["failures"]
+    assert all(finite(result["http"][name]["p50_ms"]) for name in ("prices", "rankings"))
 
 
 def test_profile_summary_ranks_frames(tmp_path: Path) -> None:
