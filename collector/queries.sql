@@ -55,12 +55,16 @@ ON CONFLICT DO NOTHING;
 SELECT max(time) AS time FROM ticks;
 
 -- name: latest_prices
--- The newest price of every pair: where the simulated walk resumes after a restart.
-SELECT DISTINCT ON (t.market_id) m.exchange, m.symbol, t.price
-FROM ticks AS t
-JOIN markets AS m ON m.id = t.market_id
-WHERE t.time > now() - interval '7 days'
-ORDER BY t.market_id, t.time DESC;
+-- The newest price of every pair seen in the last week: where the simulated walk resumes
+-- after a restart. One backward primary-key lookup per market, not a scan of a week of ticks.
+SELECT m.exchange, m.symbol, latest.price
+FROM markets AS m
+CROSS JOIN LATERAL (
+    SELECT price FROM ticks
+    WHERE market_id = m.id AND time > now() - interval '7 days'
+    ORDER BY time DESC
+    LIMIT 1
+) AS latest;
 
 -- name: roll_up_candles_5m
 -- Apache mode: recomputes from the raw ticks the 5-minute candles of every bucket from the one
