@@ -4,7 +4,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from collector.backfill import backfill
 from collector.cycle import cycle_instant, run_cycle
@@ -52,16 +52,11 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
             )
             if not report.stored:
                 return 1
-            maintenance = await start_maintenance(settings, pool)
-            await maintenance.roll_up(now)
-            await maintenance.refresh_rankings()
+            await (await start_maintenance(settings, pool)).after_cycles(now, now)
             return 1 if report.failed else 0
         if command == "backfill":
-            await backfill(source, pool, now, args.hours)
-            start = now - timedelta(hours=args.hours)
-            maintenance = await start_maintenance(settings, pool)
-            await maintenance.refresh_history(start)
-            await maintenance.refresh_rankings()
+            filled = await backfill(source, pool, now, args.hours)
+            await (await start_maintenance(settings, pool)).after_cycles(filled.start, now)
             return 0
         await serve(settings, source, pool)
         return 0

@@ -76,6 +76,19 @@ class Maintenance:
             await conn.execute(QUERIES["refresh_candles_5m"], {"since": since})
             await conn.execute(QUERIES["refresh_candles_1h"], {"since": since})
 
+    async def after_cycles(self, since: datetime, at: datetime) -> None:
+        """Upkeep once cycles from `since` to `at` are stored: candles, then the ranking.
+
+        A single cycle (`since == at`) is rolled up alone; a backlog written after an
+        outage goes through `refresh_history`, which brings older buckets up to date in
+        either mode.
+        """
+        if since < at:
+            await self.refresh_history(since)
+        else:
+            await self.roll_up(at)
+        await self.refresh_rankings()
+
     async def refresh_rankings(self) -> int:
         """Replace the stored ranking with the one over the 24 hours up to now; return how many
         pairs it ranks. Call it once the cycle's ticks (and in Apache mode candles) are stored."""

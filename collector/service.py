@@ -77,13 +77,9 @@ class Collector:
             return
         if report.stored and self._maintenance is not None:
             try:
-                await self._maintenance.roll_up(at)
+                await self._maintenance.after_cycles(self._store.written_since or at, at)
             except Exception as error:
-                log.error("candles of cycle %s not rolled up: %s", at.isoformat(), describe(error))
-            try:
-                await self._maintenance.refresh_rankings()
-            except Exception as error:
-                log.error("ranking of cycle %s not refreshed: %s", at.isoformat(), describe(error))
+                log.error("upkeep after cycle %s failed: %s", at.isoformat(), describe(error))
 
     async def drop_expired_chunks(self) -> None:
         """The scheduled retention job of Apache mode; a failure is logged and retried next time."""
@@ -173,6 +169,6 @@ async def fill_gap_and_roll_up(
             max_hours=settings.gap_fill_max_hours,
         )
         if report is not None and report.written:
-            await maintenance.refresh_history(report.start)
+            await maintenance.after_cycles(report.start, now)
     except Exception as error:
         log.error("gap not filled: %s", describe(error))

@@ -3,6 +3,7 @@
 import logging
 import time
 from collections import deque
+from datetime import datetime
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -34,6 +35,9 @@ class Store:
         self._down_since: float | None = None
         self._dropped_before_outage = 0
         self.dropped_ticks = 0  # since start, for tests and the log
+        # The instant of the oldest cycle the latest successful save wrote: older than the
+        # cycle just saved when a backlog went with it.
+        self.written_since: datetime | None = None
 
     @property
     def backlog_ticks(self) -> int:
@@ -43,6 +47,7 @@ class Store:
         """Write `report` after any backlog, oldest first; True once nothing is left waiting."""
         self._backlog.append(report)
         self._trim()
+        oldest = self._backlog[0].at
         written_cycles = 0
         while self._backlog:
             try:
@@ -53,6 +58,7 @@ class Store:
             self._backlog.popleft()
             written_cycles += 1
         self._came_back(written_cycles)
+        self.written_since = oldest
         return True
 
     async def _write(self, report: CycleReport) -> None:

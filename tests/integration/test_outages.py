@@ -10,12 +10,14 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from collector.cycle import run_cycle
+from collector.maintenance import Maintenance
 from collector.report import CycleReport
 from collector.sources.simulated import SimulatedSource
 from collector.store import Store
 from datatracker.database import create_pool
 from datatracker.settings import load_settings
 from tests.api_server import serve_api
+from tests.integration.history import settings_for
 from tests.tcp_proxy import TcpProxy
 
 AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
@@ -127,3 +129,30 @@ async def test_api_answers_503_during_an_outage_and_recovers(
 
     assert [200, 503, 200] == [r.status_code for r in (before, during, after)]
     assert "database unavailable, try again shortly" == during.json()["detail"]
+
+
+async def test_candles_of_a_written_backlog_are_rolled_up(
+    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection
+) -> None:
+    """After an outage, upkeep covers every buffered cycle's bucket, not only the last one."""
+    source = SimulatedSource(["kraken"], pairs_per_exchange=3, seed=4)
+    pool = create_pool(through(proxy, database_url), max_size=1, name="collector", timeout=2)
+    await pool.open(wait=True)
+    store = Store(pool)
+    maintenance = Maintenance(settings_for(database_url), pool, "apache")
+    try:
+        await proxy.cut()
+        for n in (0, 5, 10):  # three 5-minute buckets
+            await run_cycle(source, store, AT + n * MINUTE, timeout_seconds=5)
+        await proxy.restore()
+        after = await cycles_until_stored(source, store, AT + 15 * MINUTE)
+        last = after[-1].at
+        assert store.written_since is not None
+        await maintenance.after_cycles(store.written_since, last)
+    finally:
+        await pool.close()
+
+    cursor = await conn.execute(
+        "SELECT count(DISTINCT bucket) FROM candles_5m WHERE bucket < %s", [AT + 15 * MINUTE]
+    )
+    assert (3,) == await cursor.fetchone()
