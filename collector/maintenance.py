@@ -76,8 +76,8 @@ class Maintenance:
             await conn.execute(QUERIES["refresh_candles_5m"], {"since": since})
             await conn.execute(QUERIES["refresh_candles_1h"], {"since": since})
 
-    async def after_cycles(self, since: datetime, at: datetime) -> None:
-        """Upkeep once cycles from `since` to `at` are stored: candles, then the ranking.
+    async def update_candles(self, since: datetime, at: datetime) -> None:
+        """Bring the candles up to date once cycles from `since` to `at` are stored.
 
         A single cycle (`since == at`) is rolled up alone; a backlog written after an
         outage goes through `refresh_history`, which brings older buckets up to date in
@@ -87,6 +87,10 @@ class Maintenance:
             await self.refresh_history(since)
         else:
             await self.roll_up(at)
+
+    async def after_cycles(self, since: datetime, at: datetime) -> None:
+        """Upkeep once cycles from `since` to `at` are stored: candles, then the ranking."""
+        await self.update_candles(since, at)
         await self.refresh_rankings()
 
     async def refresh_rankings(self) -> int:

@@ -76,10 +76,16 @@ class Collector:
             log.error("cycle %s not written: %s", at.isoformat(), describe(error))
             return
         if report.stored and self._maintenance is not None:
+            # Two steps, each logged on failure: a ranking is still worth refreshing when
+            # the candles could not be rolled up.
             try:
-                await self._maintenance.after_cycles(self._store.written_since or at, at)
+                await self._maintenance.update_candles(self._store.written_since or at, at)
             except Exception as error:
-                log.error("upkeep after cycle %s failed: %s", at.isoformat(), describe(error))
+                log.error("candles of cycle %s not rolled up: %s", at.isoformat(), describe(error))
+            try:
+                await self._maintenance.refresh_rankings()
+            except Exception as error:
+                log.error("ranking of cycle %s not refreshed: %s", at.isoformat(), describe(error))
 
     async def drop_expired_chunks(self) -> None:
         """The scheduled retention job of Apache mode; a failure is logged and retried next time."""
