@@ -3,9 +3,11 @@
 For each cycle size the collector's real write function (`TickWriter.write`, one set-based
 statement per cycle) writes one cycle that registers the markets, then `--cycles` steady
 cycles whose seconds are summarised (median, min-max). The original way writes the same
-ticks one INSERT and one commit each into a plain table; it is capped (`--original-rows`,
-`--original-seconds`) and its rate extrapolated to the cycle's size. Both run on the same
-database in the same run; `ratio` is the original's seconds over the tracker's.
+ticks one INSERT and one commit each into a plain table, twice per run: through the
+SQLAlchemy ORM as the original design did (`orm`), and through raw psycopg with a prepared
+INSERT (`raw`, a lower bound on the original's cost). Each is capped (`--original-rows`,
+`--original-seconds`) and its rate extrapolated to the cycle's size. All run on the same
+database in the same run; each way's `ratio` is its seconds over the tracker's.
 """
 
 import argparse
@@ -14,8 +16,13 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import sqlalchemy
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import DateTime
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench import databases, machine, stats
 from bench.databases import QUERIES
@@ -29,6 +36,22 @@ EXCHANGES = 25
 # Cycles fall on minutes from here; every cycle size has markets and a day of its own, so a
 # size's candle roll-up sees only its own ticks.
 ANCHOR = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    """The original design's ORM models."""
+
+
+class OriginalPrice(Base):
+    """A row of `original_prices` (created by bench/queries.sql), mapped as the original did."""
+
+    __tablename__ = "original_prices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    exchange: Mapped[str]
+    symbol: Mapped[str]
+    price: Mapped[float]
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 def cycle_ticks(count: int, cycle: int) -> list[Tick]:
@@ -77,8 +100,42 @@ async def time_tracker(url: str, count: int, cycles: int, roll_up: bool) -> dict
     return {"first_cycle_seconds": first, "seconds": steady, "roll_up_seconds": roll_ups}
 
 
-def time_original(url: str, ticks: Sequence[Tick], max_seconds: float) -> tuple[int, float]:
-    """Write ticks the original way until done or `max_seconds` pass: (rows, seconds)."""
+def orm_url(url: str) -> sqlalchemy.URL:
+    """The SQLAlchemy URL (`postgresql+psycopg://…`) of a psycopg conninfo."""
+    params = {key: str(value) for key, value in conninfo_to_dict(url).items()}
+    port = params.pop("port", None)
+    return sqlalchemy.URL.create(
+        "postgresql+psycopg",
+        username=params.pop("user", None),
+        password=params.pop("password", None),
+        host=params.pop("host", None),
+        port=int(port) if port else None,
+        database=params.pop("dbname", None),
+        query=params,  # the rest (sslmode, …) as query options
+    )
+
+
+def time_orm(
+    engine: sqlalchemy.Engine, ticks: Sequence[Tick], max_seconds: float
+) -> tuple[int, float]:
+    """Write ticks the ORM way (add, commit) until done or `max_seconds` pass: (rows, seconds)."""
+    with Session(engine) as session:
+        written, started = 0, time.perf_counter()
+        for tick in ticks:
+            price = OriginalPrice(
+                exchange=tick.exchange, symbol=tick.symbol, price=tick.price, updated_at=tick.time
+            )
+            session.add(price)
+            session.commit()
+            written += 1
+            elapsed = time.perf_counter() - started
+            if elapsed >= max_seconds:
+                break
+    return written, elapsed
+
+
+def time_raw(url: str, ticks: Sequence[Tick], max_seconds: float) -> tuple[int, float]:
+    """Write ticks the raw psycopg way until done or `max_seconds` pass: (rows, seconds)."""
     with psycopg.connect(url) as conn:
         written, started = 0, time.perf_counter()
         for tick in ticks:
@@ -92,30 +149,54 @@ def time_original(url: str, ticks: Sequence[Tick], max_seconds: float) -> tuple[
     return written, elapsed
 
 
-def original_rates(url: str, count: int, runs: int, rows: int, seconds: float) -> list[float]:
-    """Ticks per second of the original way, one figure per run of at most `rows` ticks."""
-    rates = []
-    for run in range(runs):
-        written, elapsed = time_original(url, cycle_ticks(count, run)[:rows], seconds)
-        rates.append(written / elapsed)
+def original_rates(
+    url: str, count: int, runs: int, rows: int, seconds: float
+) -> dict[str, list[float]]:
+    """Ticks per second of the ORM and raw ways, one figure each per run of at most `rows` ticks.
+
+    Within a run both write the same ticks, one after the other, so the machine's load of the
+    moment weighs on both alike.
+    """
+    rates: dict[str, list[float]] = {"orm": [], "raw": []}
+    engine = sqlalchemy.create_engine(orm_url(url))
+    try:
+        with engine.connect():  # connected outside the clock, as the raw way is
+            pass
+        for run in range(runs):
+            ticks = cycle_ticks(count, run)[:rows]
+            written, elapsed = time_orm(engine, ticks, seconds)
+            rates["orm"].append(written / elapsed)
+            written, elapsed = time_raw(url, ticks, seconds)
+            rates["raw"].append(written / elapsed)
+    finally:
+        engine.dispose()
     return rates
 
 
+def original_figures(way: str, rates: list[float], count: int, tracker: float) -> dict[str, object]:
+    """One original way's rate (median, min-max), extrapolated seconds and ratio to the tracker."""
+    rate = stats.summary(rates)
+    seconds = count / rate["median"]
+    return {
+        f"original_{way}_ticks_per_second": rate,
+        f"original_{way}_seconds_extrapolated": seconds,
+        f"original_{way}_ratio": seconds / tracker,
+    }
+
+
 def compare(url: str, count: int, args: argparse.Namespace) -> dict[str, object]:
-    """Both ways for one cycle size: the tracker's seconds and rate, the original's, the ratio."""
+    """All ways for one cycle size: the tracker's seconds and rate, each original's, the ratios."""
     tracker = asyncio.run(time_tracker(url, count, args.cycles, not args.skip_roll_up))
     seconds = stats.summary(tracker["seconds"])  # type: ignore[arg-type]
     rates = original_rates(url, count, args.runs, args.original_rows, args.original_seconds)
-    original = stats.summary(rates)
     return {
         "ticks": count,
         "tracker_seconds": seconds,
         "tracker_ticks_per_second": count / seconds["median"],
         "tracker_first_cycle_seconds": tracker["first_cycle_seconds"],
         "roll_up_seconds": stats.summary(tracker["roll_up_seconds"]),  # type: ignore[arg-type]
-        "original_ticks_per_second": original,
-        "original_seconds_extrapolated": count / original["median"],
-        "ratio": count / original["median"] / seconds["median"],
+        **original_figures("orm", rates["orm"], count, seconds["median"]),
+        **original_figures("raw", rates["raw"], count, seconds["median"]),
     }
 
 
@@ -134,7 +215,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=databases.database_url("bench_write"))
     parser.add_argument("--ticks", type=int, nargs="+", default=list(TICK_COUNTS))
     parser.add_argument("--cycles", type=int, default=7, help="steady cycles per size")
-    parser.add_argument("--runs", type=int, default=3, help="runs of the original way per size")
+    parser.add_argument("--runs", type=int, default=3, help="runs of the original ways per size")
     parser.add_argument("--original-rows", type=int, default=5_000)
     parser.add_argument("--original-seconds", type=float, default=20.0)
     parser.add_argument(
@@ -144,15 +225,25 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def report(rows: list[dict[str, object]]) -> None:
+def rate_and_ratio(row: dict[str, Any], way: str) -> str:
+    """One original way's `ticks/s (min-max) ratio` for the printed table."""
+    rate, ratio = row[f"original_{way}_ticks_per_second"], row[f"original_{way}_ratio"]
+    spread = f"{rate['median']:.0f} ({rate['min']:.0f}-{rate['max']:.0f})"
+    return f"{spread:>24} {ratio:>8.0f}x"
+
+
+def report(rows: list[dict[str, Any]]) -> None:
     """Print one line per cycle size."""
-    print(f"{'ticks':>8} {'tracker s (min-max)':>26} {'ticks/s':>10} {'orig ticks/s':>13} ratio")
+    print(
+        f"{'ticks':>8} {'tracker s (min-max)':>26} {'ticks/s':>10} "
+        f"{'ORM per-row ticks/s':>24} {'vs ORM':>9} {'raw per-row ticks/s':>24} {'vs raw':>9}"
+    )
     for row in rows:
-        s, o = row["tracker_seconds"], row["original_ticks_per_second"]
+        s = row["tracker_seconds"]
         print(
-            f"{row['ticks']:>8} {s['median']:>8.4f} ({s['min']:.4f}-{s['max']:.4f}) "  # type: ignore[index]
-            f"{row['tracker_ticks_per_second']:>10.0f} {o['median']:>13.0f} "  # type: ignore[index]
-            f"{row['ratio']:>5.0f}x"
+            f"{row['ticks']:>8} {s['median']:>8.4f} ({s['min']:.4f}-{s['max']:.4f}) "
+            f"{row['tracker_ticks_per_second']:>10.0f} "
+            f"{rate_and_ratio(row, 'orm')} {rate_and_ratio(row, 'raw')}"
         )
 
 
