@@ -1,7 +1,8 @@
 """`create_app(settings)`: the Litestar application and its resources."""
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -11,6 +12,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from psycopg_pool import PoolTimeout
 
+from api.cache import ResponseCache
 from api.candles import candles
 from api.rankings import rankings
 from api.routes import health, price_history, provide_connection
@@ -42,14 +44,21 @@ def create_app(settings: Settings) -> Litestar:
         timeout=CONNECTION_WAIT_SECONDS,
     )
 
+    cache = ResponseCache(max_bytes=settings.api_cache_mb * 2**20)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Not waiting for the database: the API starts and answers 503 until it is back.
         await pool.open(wait=False)
         app.state.pool = pool
+        app.state.cache = cache
+        listening = asyncio.create_task(cache.listen(settings.database_url))
         try:
             yield
         finally:
+            listening.cancel()
+            with suppress(asyncio.CancelledError):
+                await listening
             await pool.close()
 
     return Litestar(

@@ -3,10 +3,12 @@
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Price:
-    """One tick: a pair's price at a collection instant."""
+
+class Price(msgspec.Struct, frozen=True):
+    """One tick: a pair's price at a collection instant. A msgspec Struct, not a dataclass like
+    the other bodies: a response holds 1,440 of them, and a Struct is built ~8x faster."""
 
     exchange: str
     symbol: str
@@ -36,6 +38,7 @@ class Health:
     newest_tick_age_seconds: float | None = None
     storage_mode: str | None = None  # "timescale" (policies, aggregates) or "apache" (fallback)
     compression: str | None = None  # "available" in timescale mode, else "unavailable"
+    response_cache: str | None = None  # "listening", "not listening" or "off" (api/cache.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,19 +2,28 @@
 
 from typing import Annotated, Literal
 
-from litestar import get
+from litestar import MediaType, get
+from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
+from litestar.serialization import encode_json
 
+from api.cache import ResponseCache
 from api.models import RankedPair, Rankings
-from api.routes import QUERIES, Connection
+from api.routes import QUERIES
 from datatracker.symbols import normalise_exchange
 
 RankBy = Literal["cv", "stdv"]
 
 
-@get("/rankings", summary="Pairs ranked by 24-hour volatility")
+@get(
+    "/rankings",
+    summary="Pairs ranked by 24-hour volatility",
+    media_type=MediaType.JSON,
+    responses={200: ResponseSpec(Rankings, description="Request fulfilled")},
+)
 async def rankings(
-    conn: Connection,
+    state: State,
     by: Annotated[
         RankBy,
         Parameter(description="`cv` (stdv / mean, comparable across price levels) or `stdv`."),
@@ -22,15 +31,23 @@ async def rankings(
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
     exchange: Annotated[str | None, Parameter(pattern=r"^[A-Za-z0-9_-]{1,40}$")] = None,
-) -> Rankings:
+) -> bytes:
     """Most volatile first over the 24 hours up to `as_of`: the ranking the collector stored
     after its latest cycle. Ranks are over all exchanges."""
     exchange = exchange and normalise_exchange(exchange)
-    cursor = await conn.execute(
-        QUERIES["rankings"],
-        {"by": by, "exchange": exchange, "limit": limit, "offset": offset},
-    )
-    rows = await cursor.fetchall()
+    cache: ResponseCache = state.cache
+    key = ("rankings", by, exchange, limit, offset)
+    if (body := cache.get(key)) is not None:
+        return body
+    generation = cache.generation()
+    async with state.pool.connection() as conn:
+        cursor = await conn.execute(
+            QUERIES["rankings"],
+            {"by": by, "exchange": exchange, "limit": limit, "offset": offset},
+        )
+        rows = await cursor.fetchall()
     as_of, ranked = rows[0][:2] if rows else (None, 0)
     pairs = [RankedPair(*row[2:]) for row in rows if row[2] is not None]
-    return Rankings(by, exchange, ranked, limit, offset, pairs, as_of)
+    body = encode_json(Rankings(by, exchange, ranked, limit, offset, pairs, as_of))
+    cache.put(key, body, generation)
+    return body

@@ -2,16 +2,18 @@
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
-from litestar import get
+from litestar import MediaType, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
+from litestar.serialization import encode_json
 from psycopg import AsyncConnection
 
+from api.cache import ResponseCache
 from api.models import Health, Price, PriceHistory, Problem
 from datatracker.queries import load_queries
 from datatracker.storage import detect_storage_mode
@@ -54,47 +56,65 @@ async def find_market(conn: AsyncConnection, exchange: str, symbol: str) -> tupl
     cursor = await conn.execute(QUERIES["market"], {"exchange": exchange, "symbol": symbol})
     market = await cursor.fetchone()
     if market is None:
-        cursor = await conn.execute(QUERIES["exchange_known"], {"exchange": exchange})
-        known = await cursor.fetchone()
-        what = f"pair {symbol!r} on exchange {exchange!r}" if known and known[0] else None
-        raise NotFoundException(f"unknown {what or f'exchange {exchange!r}'}")
+        await explain_unknown_market(conn, exchange, symbol)
     market_id, exchange, symbol = market
     return market_id, exchange, symbol
+
+
+async def explain_unknown_market(conn: AsyncConnection, exchange: str, symbol: str) -> NoReturn:
+    """404 for a pair not stored, naming whether the exchange is unknown or only the pair."""
+    cursor = await conn.execute(QUERIES["exchange_known"], {"exchange": exchange})
+    known = await cursor.fetchone()
+    what = f"pair {symbol!r} on exchange {exchange!r}" if known and known[0] else None
+    raise NotFoundException(f"unknown {what or f'exchange {exchange!r}'}")
 
 
 @get(
     "/prices/{exchange:str}/{symbol:str}",
     summary="A pair's last 24 hours of prices",
-    responses=NOT_FOUND,
+    media_type=MediaType.JSON,
+    responses={200: ResponseSpec(PriceHistory, description="Request fulfilled")} | NOT_FOUND,
 )
-async def price_history(
-    conn: Connection, exchange: ExchangeParam, symbol: SymbolParam
-) -> PriceHistory:
+async def price_history(state: State, exchange: ExchangeParam, symbol: SymbolParam) -> bytes:
     """Prices of the last 24 hours, oldest first, with their sample standard deviation (`stdv`)
     and the pair's place in the volatility ranking (`rank` of `ranked`)."""
-    market_id, exchange, symbol = await find_market(conn, exchange, symbol)
-    cursor = await conn.execute(QUERIES["price_history_24h"], {"market_id": market_id})
-    rows = await cursor.fetchall()
-    if not rows:
+    exchange, symbol = normalise_exchange(exchange), normalise_symbol_query(symbol)
+    cache: ResponseCache = state.cache
+    key = ("prices", exchange, symbol)
+    if (body := cache.get(key)) is not None:
+        return body
+    generation = cache.generation()
+    async with state.pool.connection() as conn:
+        cursor = await conn.execute(
+            QUERIES["price_history_24h"], {"exchange": exchange, "symbol": symbol}, binary=True
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            await explain_unknown_market(conn, exchange, symbol)
+    exchange, symbol, times, prices, stdv, fresh_seconds, rank, ranked = row
+    if not times:
         raise NotFoundException(f"no price of {symbol!r} on {exchange!r} in the last 24 hours")
-    cursor = await conn.execute(QUERIES["market_rank"], {"market_id": market_id})
-    rank, ranked = await cursor.fetchone() or (None, 0)
-    return PriceHistory(
+    history = PriceHistory(
         exchange=exchange,
         symbol=symbol,
-        prices=[Price(exchange, symbol, price, time) for time, price, _ in rows],
-        stdv=rows[0][2],
+        prices=[
+            Price(exchange, symbol, price, time) for time, price in zip(times, prices, strict=True)
+        ],
+        stdv=stdv,
         rank=rank,
         ranked=ranked,
     )
+    body = encode_json(history)
+    cache.put(key, body, generation, fresh_for=fresh_seconds)
+    return body
 
 
 @get("/health", summary="Database reachability and freshness of the data")
-async def health(conn: Connection) -> Health:
-    """`ok` with the newest tick's time and age and the storage mode; 503 (by the app's
-    handler) when the DB is down."""
+async def health(conn: Connection, state: State) -> Health:
+    """`ok` with the newest tick's time and age, the storage mode and whether responses are
+    cached; 503 (by the app's handler) when the DB is down."""
     cursor = await conn.execute(QUERIES["newest_tick"])
     newest, age = await cursor.fetchone() or (None, None)
     mode = await detect_storage_mode(conn)
     compression = "available" if mode == "timescale" else "unavailable"
-    return Health("ok", "reachable", newest, age, mode, compression)
+    return Health("ok", "reachable", newest, age, mode, compression, state.cache.status)

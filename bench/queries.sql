@@ -101,18 +101,3 @@ TRUNCATE candles_5m, candles_1h;
 -- name: reset_ticks
 -- Empties ticks and markets, so a footprint measures one scale at a time.
 TRUNCATE ticks, markets RESTART IDENTITY;
-
--- name: price_history_24h_json
--- A candidate for the API (not used by it): the whole /prices body built in the database, as
--- one text value, so Python neither parses 1,440 rows nor encodes them again: (body).
-SELECT json_build_object(
-    'exchange', %(exchange)s::text,
-    'symbol', %(symbol)s::text,
-    'prices', coalesce(json_agg(json_build_object(
-        'exchange', %(exchange)s::text, 'symbol', %(symbol)s::text,
-        'price', price, 'updated_at', time) ORDER BY time), '[]'),
-    'stdv', stddev_samp(price)
-)::text AS body
-FROM ticks
-WHERE market_id = %(market_id)s
-  AND time >= now() - interval '24 hours' AND time <= now();

@@ -1,11 +1,15 @@
 """Read path: `/prices/{exchange}/{symbol}` and `/rankings` over HTTP beside the original read.
 
-Starts the real API (`python -m api`) and the original read (`bench.original_api`: the ORM's
-query on `original_prices`, stdev in Python) as separate processes on loopback, loads each
-with 1, 8 and 64 closed-loop clients picking random pairs (seeded), and reports requests per
-second, p50 and p99 as medians over `--runs` runs with min-max. It also times each named
-query alone (psycopg, no HTTP), which shows where a request's time goes in the database.
-Generate the data first: `python -m bench.generate --pairs 10000 --days 1 --original`.
+Starts the real API (`python -m api`) twice, with its response cache (the default) and without
+(`API_CACHE_MB=0`), and the original read (`bench.original_api`: the ORM's query on
+`original_prices`, stdev in Python) as separate processes on loopback; loads each with 1, 8
+and 64 closed-loop clients picking random pairs (seeded), and reports requests per second, p50
+and p99 as medians over `--runs` runs with min-max. While it loads, a change of the data is
+announced every `--announce-every` seconds (10; a collector announces one a minute), which
+empties the cache, so the cached figures include the misses that follow each cycle. It also
+times each named query alone (psycopg, no HTTP), which shows where a request's time goes in
+the database. Generate the data first: `python -m bench.generate --pairs 10000 --days 1
+--original`.
 """
 
 import argparse
@@ -13,9 +17,10 @@ import asyncio
 import random
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -58,51 +63,56 @@ def median_ms(run: Callable[[], object], repeats: int) -> dict[str, float]:
     return stats.summary(seconds)
 
 
-def market_params(conn: psycopg.Connection, pair: tuple[str, str]) -> dict[str, Any]:
-    """The parameters of the per-pair queries: exchange, symbol and market_id."""
-    exchange, symbol = pair
-    cursor = conn.execute(API_QUERIES["market"], {"exchange": exchange, "symbol": symbol})
-    row = cursor.fetchone()
-    return {"exchange": exchange, "symbol": symbol, "market_id": row[0] if row else None}
-
-
 def query_timings(
     url: str, markets: Sequence[tuple[str, str]], repeats: int, rankings: bool
 ) -> dict[str, dict[str, float]]:
-    """Milliseconds of each named query a request runs, alone and fetched, on random pairs.
-
-    `price_history_24h_binary` and `price_history_24h_json` are candidates, not what the API
-    runs: the same rows in binary format, and the whole body built as JSON in the database.
-    """
+    """Milliseconds of each named query a request runs, alone and fetched, on random pairs."""
     rng = random.Random(7)
     page = {"by": "cv", "exchange": None, "limit": 100, "offset": 0}
-    with psycopg.connect(url, autocommit=True) as conn:
-        params = [market_params(conn, pair) for pair in markets]
+    with psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC") as conn:
+        pairs = [{"exchange": exchange, "symbol": symbol} for exchange, symbol in markets]
 
         def timed(
             query: LiteralString, binary: bool = False, fixed: dict[str, Any] | None = None
         ) -> Callable[[], object]:
             def run() -> object:
-                return conn.execute(query, fixed or rng.choice(params), binary=binary).fetchall()
+                return conn.execute(query, fixed or rng.choice(pairs), binary=binary).fetchall()
 
             return run
 
         named = {
-            "market": timed(API_QUERIES["market"]),
-            "price_history_24h": timed(API_QUERIES["price_history_24h"]),
-            "price_history_24h_binary": timed(API_QUERIES["price_history_24h"], binary=True),
-            "price_history_24h_json": timed(QUERIES["price_history_24h_json"]),
+            "price_history_24h": timed(API_QUERIES["price_history_24h"], binary=True),
             "original_price_history": timed(QUERIES["original_price_history"]),
         }
-        if rankings and "market_rank" in API_QUERIES:
-            named["market_rank"] = timed(API_QUERIES["market_rank"])
         if rankings:
             named["rankings"] = timed(API_QUERIES["rankings"], fixed=page)
-        slow = {"original_price_history", "market_rank", "rankings"}
+        slow = {"original_price_history"}
         return {
             name: median_ms(run, max(3, repeats // 10) if name in slow else repeats)
             for name, run in named.items()
         }
+
+
+@contextmanager
+def announcing_changes(url: str, every: float) -> Iterator[None]:
+    """Announce a change of the data (as a collector's write does) every `every` seconds while
+    the block runs, so that the API's response cache is emptied that often; 0: never."""
+    done = threading.Event()
+
+    def announce() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not done.wait(every):
+                conn.execute("NOTIFY datatracker_changes, 'bench'")
+
+    thread = threading.Thread(target=announce, daemon=True) if every > 0 else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        if thread is not None:
+            thread.join()
 
 
 def profile_api(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes] | None:
@@ -150,10 +160,17 @@ def measure(url: str, args: argparse.Namespace, targets: dict[str, list[str]]) -
     runs: dict[str, list[dict[str, Any]]] = {}
     with ExitStack() as stack:
         tracker_port, tracker_pid = stack.enter_context(servers.tracker_api(url, args.api_checkout))
+        uncached_port, _ = stack.enter_context(
+            servers.tracker_api(url, args.api_checkout, API_CACHE_MB="0")
+        )
         original_port, original_pid = stack.enter_context(servers.original_api(url))
-        ports = {
-            name: original_port if name == "original_prices" else tracker_port for name in targets
+        stack.enter_context(announcing_changes(url, args.announce_every))
+        port_of = {
+            "original_prices": original_port,
+            "prices_uncached": uncached_port,
+            "rankings_uncached": uncached_port,
         }
+        ports = {name: port_of.get(name, tracker_port) for name in targets}
         for name, paths in targets.items():  # warm-up, not recorded
             asyncio.run(run_load(ports[name], paths, clients=2, seconds=1, max_requests=20))
         profiler = None
@@ -207,6 +224,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip-original", action="store_true")
     parser.add_argument(
+        "--announce-every",
+        type=float,
+        default=10.0,
+        help="seconds between change announcements that empty the API's cache (a collector "
+        "makes one a minute); 0: none",
+    )
+    parser.add_argument(
         "--api-checkout",
         type=Path,
         default=servers.REPO,
@@ -224,9 +248,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     url = args.database_url
     markets = sample_markets(url, args.pairs, args.seed)
     rankings = has_rankings(url, args.api_checkout)
-    targets = {"prices": [f"/prices/{exchange}/{symbol}" for exchange, symbol in markets]}
+    prices = [f"/prices/{exchange}/{symbol}" for exchange, symbol in markets]
+    targets = {"prices": prices, "prices_uncached": prices}
     if rankings:
-        targets["rankings"] = ["/rankings?limit=100"]
+        targets["rankings"] = targets["rankings_uncached"] = ["/rankings?limit=100"]
     if not args.skip_original:
         targets["original_prices"] = targets["prices"]
     result: dict[str, Any] = {"label": args.label, "machine": machine.describe(url)}

@@ -67,10 +67,14 @@ def api_environment(database_url: str, port: int) -> dict[str, str]:
 
 
 @contextmanager
-def tracker_api(database_url: str, checkout: Path = REPO) -> Iterator[tuple[int, int]]:
-    """The real API (`python -m api`, from `checkout`) on a free port: yields (port, pid)."""
+def tracker_api(
+    database_url: str, checkout: Path = REPO, **settings: str
+) -> Iterator[tuple[int, int]]:
+    """The real API (`python -m api`, from `checkout`) on a free port: yields (port, pid).
+    `settings` are more of its environment variables, e.g. API_CACHE_MB="0"."""
     port = free_port()
-    with serving(["-m", "api"], port, api_environment(database_url, port), checkout) as pid:
+    env = api_environment(database_url, port) | settings
+    with serving(["-m", "api"], port, env, checkout) as pid:
         yield port, pid
 
 

@@ -26,7 +26,13 @@ def create_pool(
         timeout=timeout,
         # A connection broken by a database restart is replaced, not handed out.
         check=AsyncConnectionPool.check_connection,
-        kwargs={"autocommit": True, "application_name": f"datatracker-{name}"},
+        kwargs={
+            "autocommit": True,
+            "application_name": f"datatracker-{name}",
+            # Times come back in UTC, as the API shows them; psycopg also reads UTC
+            # timestamps about twice as fast as those of a named zone, even 'Etc/UTC'.
+            "options": "-c TimeZone=UTC",
+        },
     )
 
 

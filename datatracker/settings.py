@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     backlog_max_ticks: int = Field(default=1_000_000, ge=0)
     gap_fill_max_hours: float = Field(default=6, ge=0, le=168)
     db_pool_max_size: int = Field(default=10, ge=1, le=100)
+    api_cache_mb: int = Field(default=256, ge=0, le=65_536)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Storage lifecycle (db/init.sql, docs/sql.md). Values like `7 days`, `36h`, `P730D`.
     raw_retention: timedelta = Field(default=timedelta(days=7), ge=timedelta(days=2))

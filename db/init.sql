@@ -45,8 +45,10 @@ CREATE TABLE IF NOT EXISTS ticks (
     market_id      integer          NOT NULL,
     price          double precision NOT NULL CHECK (price > 0 AND price < 'Infinity'),
     exchange_time  timestamptz,
-    -- Also the index of the API's 24-hour query: one pair, a time range.
-    CONSTRAINT ticks_pkey PRIMARY KEY (market_id, time)
+    -- Also the index of the API's 24-hour query: one pair, a time range. It carries the
+    -- price, so that query reads only the index (one pair's day lies on a dozen index pages
+    -- instead of 1,440 heap pages: ticks are stored time-major, a whole cycle at a time).
+    CONSTRAINT ticks_pkey PRIMARY KEY (market_id, time) INCLUDE (price)
 );
 
 SELECT create_hypertable(
@@ -417,6 +419,25 @@ COMMENT ON TABLE rankings_window IS
     'One row: the end of the 24-hour window the rankings table covers, and how many pairs it ranks.';
 COMMENT ON FUNCTION apply_retention(interval, interval, interval) IS
     'Apache mode: drops chunks past each retention horizon; returns how many.';
+
+-- Announces on the channel `datatracker_changes` each statement that changes ticks or the
+-- stored ranking, whoever runs it, with the table's name as payload; the API keeps response
+-- bodies until the next announcement (api/cache.py). One notification per statement, and
+-- PostgreSQL folds the same one repeated in a transaction: a cycle's write is one.
+CREATE OR REPLACE FUNCTION announce_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('datatracker_changes', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER ticks_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ticks
+    FOR EACH STATEMENT EXECUTE FUNCTION announce_change();
+CREATE OR REPLACE TRIGGER rankings_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rankings_window
+    FOR EACH STATEMENT EXECUTE FUNCTION announce_change();
 
 REVOKE EXECUTE ON FUNCTION apply_retention(interval, interval, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION apply_retention(interval, interval, interval) TO tracker_writer;

@@ -4,6 +4,8 @@ import asyncio
 import contextlib
 from typing import Self
 
+from psycopg.conninfo import make_conninfo
+
 
 class TcpProxy:
     """Forwards connections to `target`; `cut()` drops them all and refuses new ones."""
@@ -18,6 +20,10 @@ class TcpProxy:
         """Listen (again) on 127.0.0.1, on the same port as before if there was one."""
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def route(self, conninfo: str) -> str:
+        """`conninfo` with its host and port replaced by this proxy's."""
+        return make_conninfo(conninfo, host="127.0.0.1", port=str(self.port))
 
     async def cut(self) -> None:
         """Stop listening and close every open connection, as a stopped server would."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from datatracker.schema import apply_schema
 from tests.api_server import serve_api
@@ -27,6 +28,7 @@ from tests.integration.history import (
     simulated_history,
     write_history,
 )
+from tests.tcp_proxy import TcpProxy
 
 PGLITE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pglite-server.sh"
 
@@ -114,3 +116,11 @@ async def licensed_api(licensed_history: str) -> AsyncIterator[httpx.AsyncClient
     """The API over HTTP, reading the licensed database (its one connection) with the history."""
     async with serve_api(settings_for(licensed_history)) as client:
         yield client
+
+
+@pytest.fixture
+async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
+    """A cuttable TCP path to the test's database: `proxy.route(database_url)` goes through it."""
+    params = conninfo_to_dict(database_url)
+    async with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
+        yield p

@@ -66,5 +66,8 @@ async def refresh_rankings(settings: Settings) -> None:
 
 
 def settings_for(database_url: str) -> Settings:
-    """Settings pointing at `database_url`, ignoring any .env file."""
-    return load_settings(_env_file=None, database_url=database_url, db_pool_max_size=1)
+    """Settings pointing at `database_url`, ignoring any .env file, for one connection at a
+    time (PGlite's limit): a pool of one, and no response cache (whose listener is another)."""
+    return load_settings(
+        _env_file=None, database_url=database_url, db_pool_max_size=1, api_cache_mb=0
+    )

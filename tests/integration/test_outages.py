@@ -2,12 +2,10 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from collector.cycle import run_cycle
 from collector.maintenance import Maintenance
@@ -22,18 +20,6 @@ from tests.tcp_proxy import TcpProxy
 
 AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
-
-
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    """A cuttable TCP path to the test's database."""
-    params = conninfo_to_dict(database_url)
-    async with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
-        yield p
-
-
-def through(proxy: TcpProxy, database_url: str) -> str:
-    return make_conninfo(database_url, host="127.0.0.1", port=str(proxy.port))
 
 
 async def cycles_until_stored(
@@ -65,7 +51,7 @@ async def test_cycles_during_an_outage_are_written_once_it_ends(
 ) -> None:
     """Two cycles fetched while the database is cut off are written with the next, no repeats."""
     source = SimulatedSource(["kraken", "okx"], pairs_per_exchange=10, seed=4)
-    pool = create_pool(through(proxy, database_url), max_size=2, name="collector", timeout=2)
+    pool = create_pool(proxy.route(database_url), max_size=2, name="collector", timeout=2)
     await pool.open(wait=True)
     store = Store(pool)
     caplog.set_level(logging.INFO, logger="collector")
@@ -95,7 +81,7 @@ async def test_a_full_backlog_drops_the_oldest_cycles(
 ) -> None:
     """With room for 25 ticks, an outage keeps only the newest two 10-tick cycles."""
     source = SimulatedSource(["kraken"], pairs_per_exchange=10, seed=4)
-    pool = create_pool(through(proxy, database_url), max_size=1, name="collector", timeout=2)
+    pool = create_pool(proxy.route(database_url), max_size=1, name="collector", timeout=2)
     await pool.open(wait=True)
     store = Store(pool, max_backlog_ticks=25)
     try:
@@ -119,7 +105,7 @@ async def test_api_answers_503_during_an_outage_and_recovers(
 ) -> None:
     """/health is 503 (JSON) while the database is cut off, and 200 again once it is back."""
     await conn.execute("SELECT 1")
-    settings = load_settings(_env_file=None, database_url=through(proxy, database_url))
+    settings = load_settings(_env_file=None, database_url=proxy.route(database_url))
     async with serve_api(settings) as api:
         before = await api.get("/health")
         await proxy.cut()
@@ -136,7 +122,7 @@ async def test_candles_of_a_written_backlog_are_rolled_up(
 ) -> None:
     """After an outage, upkeep covers every buffered cycle's bucket, not only the last one."""
     source = SimulatedSource(["kraken"], pairs_per_exchange=3, seed=4)
-    pool = create_pool(through(proxy, database_url), max_size=1, name="collector", timeout=2)
+    pool = create_pool(proxy.route(database_url), max_size=1, name="collector", timeout=2)
     await pool.open(wait=True)
     store = Store(pool)
     maintenance = Maintenance(settings_for(database_url), pool, "apache")
