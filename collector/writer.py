@@ -18,18 +18,22 @@ QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 LAST_SEEN_PRECISION = timedelta(hours=1)
 
 MarketKey = tuple[str, str]
+# A row of ticks as written: (time, market_id, price, exchange_time).
+TickRow = tuple[datetime, int, float, datetime | None]
 
 
 class TickWriter:
-    """Writes batches of ticks, remembering market ids so a cycle is one insert.
+    """Writes batches of ticks, remembering market ids so a cycle is one statement.
 
-    The common case (a new cycle, nothing stored yet) is a plain insert. When some
-    ticks are already stored (a cycle written twice, a backfill over stored history,
-    a second collector) that insert fails whole and the batch is written again
-    skipping the stored ticks, which costs about twice as much.
+    The common case (a new cycle, nothing stored yet) is a binary COPY, or with
+    `copy=False` (for servers without COPY FROM STDIN) a plain insert. When some ticks
+    are already stored (a cycle written twice, a backfill over stored history, a second
+    collector) that statement fails whole and the batch is written again skipping the
+    stored ticks, which costs about twice as much.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, copy: bool = True) -> None:
+        self._copy = copy
         self._ids: dict[MarketKey, int] = {}
         self._exchange_of: dict[int, str] = {}
         self._touched_at: datetime | None = None
@@ -39,20 +43,18 @@ class TickWriter:
         if not ticks:
             return {}
         await self._register_markets(conn, ticks)
-        market_ids = [self._ids[(t.exchange, t.symbol)] for t in ticks]
-        columns = {
-            "time": [t.time.timestamp() for t in ticks],
-            "market_id": market_ids,
-            "price": [t.price for t in ticks],
-            "exchange_time": [t.exchange_time and t.exchange_time.timestamp() for t in ticks],
-        }
+        ids = self._ids
+        rows = [(t.time, ids[t.exchange, t.symbol], t.price, t.exchange_time) for t in ticks]
         try:
-            await conn.execute(QUERIES["insert_ticks"], columns, binary=True)
+            if self._copy:
+                await copy_rows(conn, rows)
+            else:
+                await conn.execute(QUERIES["insert_ticks"], as_columns(rows), binary=True)
             written = Counter(t.exchange for t in ticks)
         except UniqueViolation:
-            cursor = await conn.execute(QUERIES["insert_new_ticks"], columns, binary=True)
+            cursor = await conn.execute(QUERIES["insert_new_ticks"], as_columns(rows), binary=True)
             written = Counter(self._exchange_of[row[0]] for row in await cursor.fetchall())
-        await self._touch_markets(conn, market_ids, max(t.time for t in ticks))
+        await self._touch_markets(conn, [row[1] for row in rows], max(t.time for t in ticks))
         return dict(written)
 
     async def _register_markets(self, conn: AsyncConnection, ticks: Sequence[Tick]) -> None:
@@ -86,6 +88,27 @@ class TickWriter:
             self._touched_at = seen
 
 
-async def write_ticks(conn: AsyncConnection, ticks: Sequence[Tick]) -> dict[str, int]:
+async def write_ticks(
+    conn: AsyncConnection, ticks: Sequence[Tick], *, copy: bool = True
+) -> dict[str, int]:
     """Store the ticks not stored yet with a fresh writer; return new ticks per exchange."""
-    return await TickWriter().write(conn, ticks)
+    return await TickWriter(copy=copy).write(conn, ticks)
+
+
+async def copy_rows(conn: AsyncConnection, rows: Sequence[TickRow]) -> None:
+    """COPY the rows into ticks, in one statement."""
+    async with conn.cursor().copy(QUERIES["copy_ticks"]) as copy:
+        copy.set_types(["timestamptz", "integer", "float8", "timestamptz"])
+        for row in rows:
+            await copy.write_row(row)
+
+
+def as_columns(rows: Sequence[TickRow]) -> dict[str, Sequence[float | None]]:
+    """The rows as the parameters of insert_ticks and insert_new_ticks: one list per column,
+    times as Unix epoch seconds."""
+    return {
+        "time": [time.timestamp() for time, _, _, _ in rows],
+        "market_id": [market_id for _, market_id, _, _ in rows],
+        "price": [price for _, _, price, _ in rows],
+        "exchange_time": [at.timestamp() if at else None for _, _, _, at in rows],
+    }

@@ -38,7 +38,7 @@ async def simulated_history() -> list[Tick]:
 
 async def write_history(conn: psycopg.AsyncConnection, ticks: list[Tick]) -> None:
     """Write the ticks in small statements."""
-    writer = TickWriter()
+    writer = TickWriter(copy=False)  # PGlite cannot COPY FROM STDIN
     for begin in range(0, len(ticks), WRITE_BATCH_TICKS):
         await writer.write(conn, ticks[begin : begin + WRITE_BATCH_TICKS])
 

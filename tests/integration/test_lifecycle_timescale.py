@@ -115,7 +115,7 @@ async def test_the_retention_job_drops_exactly_the_chunks_past_the_horizon(
         for days in (9.5, 8.5, 7.5, 6.5, 5.5)
     ]
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await write_ticks(conn, old)
+        await write_ticks(conn, old, copy=False)  # PGlite cannot COPY FROM STDIN
     chunks = "SELECT show_chunks('ticks')::text ORDER BY 1"
     before = await fetch(url, chunks)
     expired = await fetch(
