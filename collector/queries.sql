@@ -88,24 +88,21 @@ ON CONFLICT (market_id, bucket) DO UPDATE
 
 -- name: roll_up_candles_1h
 -- Apache mode: recomputes the hourly candles from the hour holding %(since)s on by combining
--- their 5-minute candles exactly: M2 = sum(m2_i) + sum(n_i * (mean_i - mean)^2).
-WITH parts AS (
-    SELECT time_bucket(INTERVAL '1 hour', bucket) AS hour, *
+-- their 5-minute candles exactly: M2 = sum(m2_i) + sum(n_i * (mean_i - mean)^2). The hour's
+-- mean comes from a window over the same sort the grouping uses: no join whose plan could
+-- turn into a nested loop on a fresh chunk's missing statistics (it did, for minutes).
+INSERT INTO candles_1h AS c (bucket, market_id, open, high, low, close, count, mean, m2)
+SELECT hour, market_id, first(open, bucket), max(high), min(low), last(close, bucket),
+       sum(count), min(hour_mean), sum(m2 + count * (mean - hour_mean) * (mean - hour_mean))
+FROM (
+    SELECT time_bucket(INTERVAL '1 hour', bucket) AS hour, market_id, bucket, open, high, low,
+           close, count, mean, m2,
+           sum(count * mean) OVER hours / sum(count) OVER hours AS hour_mean
     FROM candles_5m
     WHERE bucket >= time_bucket(INTERVAL '1 hour', %(since)s::timestamptz)
-),
-totals AS (
-    SELECT market_id, hour, sum(count) AS n, sum(count * mean) / sum(count) AS mean
-    FROM parts
-    GROUP BY market_id, hour
-)
-INSERT INTO candles_1h AS c (bucket, market_id, open, high, low, close, count, mean, m2)
-SELECT p.hour, p.market_id, first(p.open, p.bucket), max(p.high), min(p.low),
-       last(p.close, p.bucket), t.n, t.mean,
-       sum(p.m2 + p.count * (p.mean - t.mean) * (p.mean - t.mean))
-FROM parts AS p
-JOIN totals AS t ON t.market_id = p.market_id AND t.hour = p.hour
-GROUP BY p.hour, p.market_id, t.n, t.mean
+    WINDOW hours AS (PARTITION BY market_id, time_bucket(INTERVAL '1 hour', bucket))
+) AS parts
+GROUP BY market_id, hour
 ON CONFLICT (market_id, bucket) DO UPDATE
     SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
         count = excluded.count, mean = excluded.mean, m2 = excluded.m2;

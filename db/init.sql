@@ -274,19 +274,21 @@ parts AS (
     FROM ticks AS k, edges AS e
     WHERE k.time >= start AND k.time <= stop AND k.time >= greatest(e.first_5m, e.last_5m)
 ),
-totals AS (
-    SELECT p.market_id, sum(p.n)::bigint AS n, sum(p.n * p.mean) / sum(p.n) AS mean
+-- Each part with the mean of all its market's parts, from a window over the sort that the
+-- grouping uses: no join, whose plan on a fresh chunk's missing statistics can go wrong.
+combined AS (
+    SELECT p.*, sum(p.n * p.mean) OVER markets / sum(p.n) OVER markets AS total_mean
     FROM parts AS p
-    GROUP BY p.market_id
+    WINDOW markets AS (PARTITION BY p.market_id)
 )
-SELECT p.market_id, t.n, t.mean,
-       CASE WHEN t.n > 1 THEN
-           sqrt(sum(p.m2 + p.n * (p.mean - t.mean) * (p.mean - t.mean)) / (t.n - 1))
+SELECT c.market_id, sum(c.n)::bigint, min(c.total_mean),
+       CASE WHEN sum(c.n) > 1 THEN
+           sqrt(sum(c.m2 + c.n * (c.mean - c.total_mean) * (c.mean - c.total_mean))
+                / (sum(c.n) - 1))
        END,
-       min(p.low), max(p.high), first(p.open, p.t), last(p.close, p.t)
-FROM parts AS p
-JOIN totals AS t ON t.market_id = p.market_id
-GROUP BY p.market_id, t.n, t.mean
+       min(c.low), max(c.high), first(c.open, c.t), last(c.close, c.t)
+FROM combined AS c
+GROUP BY c.market_id
 $$;
 
 -- Every pair's statistics over the 24 hours up to `window_end` with its two places in the
