@@ -1,26 +1,36 @@
-"""Response bodies kept until the data behind them changes.
+"""What the API read from the database, kept until the data behind it changes.
 
-Prices change once per collection cycle, while readers may ask for the same pair many times
-a minute. `ResponseCache` keeps encoded bodies and drops them all whenever the database
-announces a change to the ticks or to the stored ranking (channel `datatracker_changes`,
-raised by statement triggers in db/init.sql, whoever writes). A body may also carry its own
-deadline: a `/prices` body goes stale without any write when its oldest price leaves the
-24-hour window.
+Prices change once per collection cycle, while readers may ask for the same pair many times a
+minute. `ResponseCache` keeps each value with what it was read from (the ticks, the stored
+ranking) until the database announces a change to that: statement triggers in db/init.sql
+send `NOTIFY datatracker_changes` with `ticks` or `ranking` as payload, whoever writes. So a
+ranking refresh drops the ranks but not the prices. A value may also carry its own deadline:
+a pair's prices go stale without any write when the oldest leaves the 24-hour window.
 
-The cache keeps bodies only while its listening connection is up: a body kept across a lost
+The cache keeps values only while its listening connection is up: a value kept across a lost
 connection could outlive a change announced while nobody listened. A change reaches the
 cache a notification's delivery after its commit (well under a millisecond on one host).
 """
 
 import asyncio
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from cachetools import TLRUCache
 
+T = TypeVar("T")
+
+# What the database announces changes of (db/init.sql): the ticks, and the stored ranking
+# (tables rankings and rankings_window). A value says which of them it was read from.
+TICKS = "ticks"
+RANKING = "ranking"
+SOURCES = (TICKS, RANKING)
 # Between notifications the listener checks its connection this often (and gives a check
 # this long to answer); after losing it, it tries again this long after.
 HEARTBEAT_SECONDS = 5.0
@@ -29,54 +39,74 @@ RECONNECT_SECONDS = 2.0
 log = logging.getLogger(__name__)
 
 
+# Which changes a value was read between: (source, its change count) for each source (TICKS,
+# RANKING) it was read from.
+Token = tuple[tuple[str, int], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
-    body: bytes
-    expires: float  # time.monotonic() after which the body is stale
+    value: object
+    size: int  # bytes, roughly: what the value counts against the cache's budget
+    token: Token
+    expires: float  # time.monotonic() after which the value is stale
 
 
 class ResponseCache:
-    """Encoded bodies by request key, at most `max_bytes` of them, least recently used out."""
+    """Values by request key, at most `max_bytes` of them, least recently used out."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
         self._entries: TLRUCache[Hashable, Entry] = TLRUCache(
             maxsize=max(max_bytes, 1),
             ttu=lambda _key, entry, _now: entry.expires,
-            getsizeof=lambda entry: len(entry.body),
+            getsizeof=lambda entry: entry.size,
         )
         self._listening = False
-        self._generation = 0
+        self._changes: Counter[str] = Counter()
 
     @property
     def status(self) -> str:
-        """`listening` (bodies are kept), `not listening` (none until the database is back)
+        """`listening` (values are kept), `not listening` (none until the database is back)
         or `off` (API_CACHE_MB=0)."""
         if self._max_bytes <= 0:
             return "off"
         return "listening" if self._listening else "not listening"
 
-    def get(self, key: Hashable) -> bytes | None:
-        """The body kept for `key`, or None."""
-        entry = self._entries.get(key)
-        return None if entry is None else entry.body
+    def token(self, *sources: str) -> Token:
+        """Take before reading `sources` (TICKS, RANKING) for a value, and give to `put` with
+        it: `put` refuses the value if one changed since, as the read may predate the change."""
+        return tuple((source, self._changes[source]) for source in sources)
 
-    def generation(self) -> int:
-        """A token to take before reading the database for a body: `put` refuses the body if
-        the data changed since, since the read may predate the change."""
-        return self._generation
+    def get(self, key: Hashable, kind: type[T]) -> T | None:
+        """The value of type `kind` kept for `key`, or None."""
+        entry = self._entries.get(key)
+        if entry is None or entry.token != self.token(*(source for source, _ in entry.token)):
+            return None
+        return entry.value if isinstance(entry.value, kind) else None
 
     def put(
-        self, key: Hashable, body: bytes, generation: int, fresh_for: float = float("inf")
+        self, key: Hashable, value: object, size: int, token: Token, fresh_for: float = math.inf
     ) -> None:
-        """Keep `body` for at most `fresh_for` seconds, unless the data changed since
-        `generation` was taken or nothing is listening for changes."""
-        if self._listening and generation == self._generation and len(body) <= self._max_bytes:
-            self._entries[key] = Entry(body, time.monotonic() + fresh_for)
+        """Keep `value` for at most `fresh_for` seconds or until a source of `token` changes,
+        unless one changed already or nothing is listening for changes."""
+        if (
+            self._listening
+            and token == self.token(*(source for source, _ in token))
+            and size <= self._max_bytes
+        ):
+            self._entries[key] = Entry(value, size, token, time.monotonic() + fresh_for)
+
+    def changed(self, source: str) -> None:
+        """Drop what was read from `source` (every value, when it is not a known one)."""
+        if source in SOURCES:
+            self._changes[source] += 1
+        else:
+            self.clear()
 
     def clear(self) -> None:
-        """Drop every body: the data changed."""
-        self._generation += 1
+        """Drop every value."""
+        self._changes.update(SOURCES)
         self._entries.clear()
 
     def _listen_from_now(self, listening: bool) -> None:
@@ -112,6 +142,6 @@ class ResponseCache:
 
     async def _clear_on_changes(self, conn: psycopg.AsyncConnection) -> None:
         while True:
-            async for _ in conn.notifies(timeout=HEARTBEAT_SECONDS):
-                self.clear()
+            async for notification in conn.notifies(timeout=HEARTBEAT_SECONDS):
+                self.changed(notification.payload)
             await asyncio.wait_for(conn.execute("SELECT 1"), HEARTBEAT_SECONDS)

@@ -8,7 +8,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.serialization import encode_json
 
-from api.cache import ResponseCache
+from api.cache import RANKING, ResponseCache
 from api.models import RankedPair, Rankings
 from api.routes import QUERIES
 from datatracker.symbols import normalise_exchange
@@ -37,9 +37,9 @@ async def rankings(
     exchange = exchange and normalise_exchange(exchange)
     cache: ResponseCache = state.cache
     key = ("rankings", by, exchange, limit, offset)
-    if (body := cache.get(key)) is not None:
+    if (body := cache.get(key, bytes)) is not None:
         return body
-    generation = cache.generation()
+    token = cache.token(RANKING)
     async with state.pool.connection() as conn:
         cursor = await conn.execute(
             QUERIES["rankings"],
@@ -49,5 +49,5 @@ async def rankings(
     as_of, ranked = rows[0][:2] if rows else (None, 0)
     pairs = [RankedPair(*row[2:]) for row in rows if row[2] is not None]
     body = encode_json(Rankings(by, exchange, ranked, limit, offset, pairs, as_of))
-    cache.put(key, body, generation)
+    cache.put(key, body, len(body), token)
     return body

@@ -1,9 +1,11 @@
 """Route handlers: validate, run a named query, shape the response."""
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import msgspec
 from litestar import MediaType, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -13,13 +15,16 @@ from litestar.params import Parameter
 from litestar.serialization import encode_json
 from psycopg import AsyncConnection
 
-from api.cache import ResponseCache
+from api.cache import RANKING, TICKS, ResponseCache
 from api.models import Health, Price, PriceHistory, Problem
 from datatracker.queries import load_queries
 from datatracker.storage import detect_storage_mode
 from datatracker.symbols import normalise_exchange, normalise_symbol_query
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
+
+# What a kept Place counts against the cache's budget, roughly.
+PLACE_BYTES = 64
 
 # Documents the 404 of a route that looks a pair up with find_market.
 NOT_FOUND = {404: ResponseSpec(Problem, description="Unknown exchange or pair")}
@@ -69,6 +74,25 @@ async def explain_unknown_market(conn: AsyncConnection, exchange: str, symbol: s
     raise NotFoundException(f"unknown {what or f'exchange {exchange!r}'}")
 
 
+@dataclass(frozen=True, slots=True)
+class StoredPrices:
+    """A pair's prices of the last 24 hours as /prices shows them."""
+
+    market_id: int
+    exchange: str
+    symbol: str
+    prices: bytes  # the JSON array of Price
+    stdv: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A pair's place in the stored ranking: `rank` (None if not ranked) of `ranked`."""
+
+    rank: int | None
+    ranked: int
+
+
 @get(
     "/prices/{exchange:str}/{symbol:str}",
     summary="A pair's last 24 hours of prices",
@@ -80,33 +104,53 @@ async def price_history(state: State, exchange: ExchangeParam, symbol: SymbolPar
     and the pair's place in the volatility ranking (`rank` of `ranked`)."""
     exchange, symbol = normalise_exchange(exchange), normalise_symbol_query(symbol)
     cache: ResponseCache = state.cache
-    key = ("prices", exchange, symbol)
-    if (body := cache.get(key)) is not None:
-        return body
-    generation = cache.generation()
-    async with state.pool.connection() as conn:
-        cursor = await conn.execute(
-            QUERIES["price_history_24h"], {"exchange": exchange, "symbol": symbol}, binary=True
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            await explain_unknown_market(conn, exchange, symbol)
-    exchange, symbol, times, prices, stdv, fresh_seconds, rank, ranked = row
+    # Kept apart, so that a ranking refresh costs each pair a rank lookup, not its prices.
+    prices_key = ("prices", exchange, symbol)
+    stored = cache.get(prices_key, StoredPrices)
+    place = None if stored is None else cache.get(("rank", stored.market_id), Place)
+    if stored is None or place is None:
+        prices_token, rank_token = cache.token(TICKS), cache.token(RANKING)
+        async with state.pool.connection() as conn:
+            if stored is None:
+                stored, fresh_seconds = await read_prices(conn, exchange, symbol)
+                cache.put(prices_key, stored, len(stored.prices), prices_token, fresh_seconds)
+            place = await read_place(conn, stored.market_id)
+            cache.put(("rank", stored.market_id), place, PLACE_BYTES, rank_token)
+    return encode_json(
+        {  # PriceHistory, with the prices encoded already
+            "exchange": stored.exchange,
+            "symbol": stored.symbol,
+            "prices": msgspec.Raw(stored.prices),
+            "stdv": stored.stdv,
+            "rank": place.rank,
+            "ranked": place.ranked,
+        }
+    )
+
+
+async def read_prices(
+    conn: AsyncConnection, exchange: str, symbol: str
+) -> tuple[StoredPrices, float]:
+    """A pair's prices of the last 24 hours and how many seconds they stay right without a
+    write; 404 when the pair is unknown or has no price in the window."""
+    cursor = await conn.execute(
+        QUERIES["price_history_24h"], {"exchange": exchange, "symbol": symbol}, binary=True
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        await explain_unknown_market(conn, exchange, symbol)
+    market_id, exchange, symbol, times, prices, stdv, fresh_seconds = row
     if not times:
         raise NotFoundException(f"no price of {symbol!r} on {exchange!r} in the last 24 hours")
-    history = PriceHistory(
-        exchange=exchange,
-        symbol=symbol,
-        prices=[
-            Price(exchange, symbol, price, time) for time, price in zip(times, prices, strict=True)
-        ],
-        stdv=stdv,
-        rank=rank,
-        ranked=ranked,
-    )
-    body = encode_json(history)
-    cache.put(key, body, generation, fresh_for=fresh_seconds)
-    return body
+    points = [Price(exchange, symbol, p, t) for t, p in zip(times, prices, strict=True)]
+    return StoredPrices(market_id, exchange, symbol, encode_json(points), stdv), fresh_seconds
+
+
+async def read_place(conn: AsyncConnection, market_id: int) -> Place:
+    """A market's place in the stored ranking."""
+    cursor = await conn.execute(QUERIES["market_rank"], {"market_id": market_id})
+    rank, ranked = await cursor.fetchone() or (None, 0)
+    return Place(rank, ranked)
 
 
 @get("/health", summary="Database reachability and freshness of the data")

@@ -422,24 +422,28 @@ COMMENT ON TABLE rankings_window IS
 COMMENT ON FUNCTION apply_retention(interval, interval, interval) IS
     'Apache mode: drops chunks past each retention horizon; returns how many.';
 
--- Announces on the channel `datatracker_changes` each statement that changes ticks or the
--- stored ranking, whoever runs it, with the table's name as payload; the API keeps response
--- bodies until the next announcement (api/cache.py). One notification per statement, and
--- PostgreSQL folds the same one repeated in a transaction: a cycle's write is one.
+-- Announces on the channel `datatracker_changes` each statement that changes the ticks or the
+-- stored ranking, whoever runs it, with what changed as payload (`ticks` or `ranking`, the
+-- trigger's argument); the API keeps what it read until the next announcement that concerns
+-- it (api/cache.py). PostgreSQL folds repeats of one announcement within a transaction: a
+-- cycle's write is one, a ranking refresh another.
 CREATE OR REPLACE FUNCTION announce_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('datatracker_changes', TG_TABLE_NAME);
+    PERFORM pg_notify('datatracker_changes', TG_ARGV[0]);
     RETURN NULL;
 END
 $$;
 
 CREATE OR REPLACE TRIGGER ticks_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ticks
-    FOR EACH STATEMENT EXECUTE FUNCTION announce_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION announce_change('ticks');
 CREATE OR REPLACE TRIGGER rankings_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rankings
+    FOR EACH STATEMENT EXECUTE FUNCTION announce_change('ranking');
+CREATE OR REPLACE TRIGGER rankings_window_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON rankings_window
-    FOR EACH STATEMENT EXECUTE FUNCTION announce_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION announce_change('ranking');
 
 REVOKE EXECUTE ON FUNCTION apply_retention(interval, interval, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION apply_retention(interval, interval, interval) TO tracker_writer;
