@@ -2,7 +2,7 @@
 
 Memory is measured in fresh processes: the collector's live source with 25 ccxt exchanges
 constructed (no network: clients are built, not used), the simulated source after one
-written cycle of 25 exchanges x `--simulated-pairs` pairs, and the API after serving a few
+written cycle of each `--pairs` scale (25 exchanges x pairs/25), and the API after serving a few
 requests. Disk is `hypertable_size('ticks')` over its rows after generating `--hours` of
 minute ticks at each `--pairs` scale (TimescaleDB's Apache edition: uncompressed), beside the
 original table's bytes per row where the database holds one.
@@ -108,7 +108,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--database-url", default=databases.database_url("bench_footprint"))
     parser.add_argument("--pairs", type=int, nargs="+", default=[1_000, 10_000, 50_000])
     parser.add_argument("--hours", type=float, default=1.0, help="ticks generated per scale")
-    parser.add_argument("--simulated-pairs", type=int, default=400, help="per exchange")
+    parser.add_argument("--simulated-pairs", type=int, default=400, help=argparse.SUPPRESS)
     parser.add_argument("--api-requests", type=int, default=500)
     parser.add_argument("--original-url", help="a database holding original_prices (bench_tracker)")
     parser.add_argument("--child", choices=["live", "simulated"], help=argparse.SUPPRESS)
@@ -136,13 +136,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     url_arg = ["--database-url", url]
     result: dict[str, Any] = {"machine": machine.describe(url)}
     result["disk"] = [disk_per_tick(url, pairs, args.hours) for pairs in args.pairs]
-    sim = [*url_arg, "--simulated-pairs", str(args.simulated_pairs)]
-    result["memory"] = {
-        "collector_live_25_exchanges_bytes": child_rss(["live", *url_arg]),
-        "collector_simulated_bytes": child_rss(["simulated", *sim]),
-        "simulated_ticks_per_cycle": 25 * args.simulated_pairs,
-        "api_bytes": api_rss(url, args.api_requests),
-    }
+    result["memory"] = {"collector_live_25_exchanges_bytes": child_rss(["live", *url_arg])}
+    for pairs in args.pairs:  # 25 exchanges of pairs / 25 each
+        per_exchange = ["--simulated-pairs", str(max(1, pairs // 25))]
+        rss = child_rss(["simulated", *url_arg, *per_exchange])
+        result["memory"][f"collector_simulated_{pairs}_pairs_bytes"] = rss
+    result["memory"]["api_bytes"] = api_rss(url, args.api_requests)
     if args.original_url:
         result["original"] = original_per_row(args.original_url)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))

@@ -52,7 +52,7 @@ def test_footprint_reports_memory_and_bytes_per_tick(database_url: str) -> None:
     """The footprint benchmark reports each process's RSS and bytes per tick at two scales."""
     result = footprint.main(
         ["--database-url", database_url, "--pairs", "10", "20", "--hours", "0.1",
-         "--simulated-pairs", "4", "--api-requests", "20"]
+         "--api-requests", "20"]
     )  # fmt: skip
     assert [10, 20] == [scale["pairs"] for scale in result["disk"]]
     assert all(finite(scale["bytes_per_tick"]) for scale in result["disk"])
