@@ -13,7 +13,7 @@ database in the same run; each way's `ratio` is its seconds over the tracker's.
 import argparse
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,38 +115,46 @@ def orm_url(url: str) -> sqlalchemy.URL:
     )
 
 
+def one_by_one(
+    ticks: Sequence[Tick], write: Callable[[Tick], None], max_seconds: float
+) -> tuple[int, float]:
+    """Call `write` on each tick until done or `max_seconds` pass: (ticks written, seconds)."""
+    written, started, elapsed = 0, time.perf_counter(), 0.0
+    for tick in ticks:
+        write(tick)
+        written += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= max_seconds:
+            break
+    return written, elapsed
+
+
 def time_orm(
     engine: sqlalchemy.Engine, ticks: Sequence[Tick], max_seconds: float
 ) -> tuple[int, float]:
     """Write ticks the ORM way (add, commit) until done or `max_seconds` pass: (rows, seconds)."""
     with Session(engine) as session:
-        written, started = 0, time.perf_counter()
-        for tick in ticks:
+
+        def write(tick: Tick) -> None:
             price = OriginalPrice(
                 exchange=tick.exchange, symbol=tick.symbol, price=tick.price, updated_at=tick.time
             )
             session.add(price)
             session.commit()
-            written += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= max_seconds:
-                break
-    return written, elapsed
+
+        return one_by_one(ticks, write, max_seconds)
 
 
 def time_raw(url: str, ticks: Sequence[Tick], max_seconds: float) -> tuple[int, float]:
     """Write ticks the raw psycopg way until done or `max_seconds` pass: (rows, seconds)."""
     with psycopg.connect(url) as conn:
-        written, started = 0, time.perf_counter()
-        for tick in ticks:
+
+        def write(tick: Tick) -> None:
             row = {"exchange": tick.exchange, "symbol": tick.symbol, "price": tick.price}
             conn.execute(QUERIES["insert_original_price"], row | {"updated_at": tick.time})
             conn.commit()
-            written += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= max_seconds:
-                break
-    return written, elapsed
+
+        return one_by_one(ticks, write, max_seconds)
 
 
 def original_rates(
