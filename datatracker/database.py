@@ -5,6 +5,7 @@ import logging
 import time
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,9 @@ def create_pool(
 
     `timeout` bounds how long a caller waits for a connection (PoolTimeout after it).
     """
+    # Times come back in UTC, as the API shows them; psycopg also reads UTC timestamps about
+    # twice as fast as those of a named zone, even 'Etc/UTC'. Added to the URL's own options.
+    options = [conninfo_to_dict(conninfo).get("options"), "-c TimeZone=UTC"]
     return AsyncConnectionPool(
         conninfo,
         min_size=1,
@@ -29,9 +33,7 @@ def create_pool(
         kwargs={
             "autocommit": True,
             "application_name": f"datatracker-{name}",
-            # Times come back in UTC, as the API shows them; psycopg also reads UTC
-            # timestamps about twice as fast as those of a named zone, even 'Etc/UTC'.
-            "options": "-c TimeZone=UTC",
+            "options": " ".join(str(option) for option in options if option),
         },
     )
 
