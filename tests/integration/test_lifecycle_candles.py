@@ -1,12 +1,12 @@
 """GET /prices/{exchange}/{symbol}/candles: combined exactly from the stored candles, validated."""
 
-import math
 from datetime import timedelta
 
 import httpx
 import psycopg
 import pytest
 
+from tests.integration.comparing import differences
 from tests.integration.history import ANCHOR
 
 CANDLES_FROM_TICKS = """
@@ -40,13 +40,10 @@ async def test_candles_equal_aggregates_of_the_raw_ticks(
     body = (await apache_api.get("/prices/kraken/btcusd/candles", params=params)).json()
 
     fields = ("open", "high", "low", "close", "count", "mean", "stdv")
-    actual = [(c["time"], *(c[f] for f in fields)) for c in body["candles"]]
-    assert [iso(row[0]) for row in expected] == [row[0] for row in actual]
-    assert all(
-        math.isclose(a, b, rel_tol=1e-9)
-        for e, c in zip(expected, actual, strict=True)
-        for a, b in zip(e[1:], c[1:], strict=True)
-    )
+    actual = [[c["time"], *(c[f] for f in fields)] for c in body["candles"]]
+    # stdv is None in both for a bucket of one tick: the newest bucket holds one when the
+    # run starts a minute after a bucket boundary.
+    assert [] == differences([[iso(row[0]), *row[1:]] for row in expected], actual)
 
 
 @pytest.mark.parametrize("params", [{"interval": "2m"}, {"start": "yesterday"}])
