@@ -30,3 +30,12 @@ async def serve_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     finally:
         server.should_exit = True
         await serving
+
+
+async def until_cache_listens(client: httpx.AsyncClient) -> None:
+    """Wait until /health says the response cache listens (it connects after the app starts)."""
+    for _ in range(100):
+        if (await client.get("/health")).json().get("response_cache") == "listening":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the response cache did not start listening within 5 s")

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from datatracker.schema import apply_schema
-from tests.api_server import serve_api
+from datatracker.settings import load_settings
+from tests.api_server import serve_api, until_cache_listens
 from tests.integration.history import (
     refresh_candles,
     refresh_rankings,
@@ -124,3 +126,18 @@ async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
     params = conninfo_to_dict(database_url)
     async with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
         yield p
+
+
+@pytest.fixture
+def now() -> datetime:
+    """This test's present, to the second: the 24-hour window is relative to it."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+async def api(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with its default settings, served over HTTP on 127.0.0.1 and reading the test's
+    database, once its response cache listens for changes."""
+    async with serve_api(load_settings(_env_file=None, database_url=database_url)) as client:
+        await until_cache_listens(client)
+        yield client

@@ -2,8 +2,7 @@
 
 import math
 import statistics
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import psycopg
@@ -17,19 +16,6 @@ from tests.api_server import serve_api
 
 def btc(now: datetime, minutes_ago: float, price: float) -> Tick:
     return Tick(now - timedelta(minutes=minutes_ago), "kraken", "btcusd", "BTC", "USD", price)
-
-
-@pytest.fixture
-def now() -> datetime:
-    """This test's present, to the second: the 24-hour window is relative to it."""
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-async def api(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The API served over HTTP on 127.0.0.1, reading the test's database."""
-    async with serve_api(load_settings(_env_file=None, database_url=database_url)) as client:
-        yield client
 
 
 @pytest.fixture

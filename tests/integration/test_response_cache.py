@@ -1,17 +1,15 @@
 """The API's response cache: bodies are kept until the data changes, and never past it."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
-import pytest
 
 from collector.ticks import Tick
 from collector.writer import write_ticks
 from datatracker.settings import load_settings
-from tests.api_server import serve_api
+from tests.api_server import serve_api, until_cache_listens
 from tests.integration.history import refresh_candles, refresh_rankings, settings_for
 from tests.tcp_proxy import TcpProxy
 
@@ -20,28 +18,6 @@ PRICES = "/prices/kraken/btcusd"
 
 def btc(at: datetime, price: float) -> Tick:
     return Tick(at, "kraken", "btcusd", "BTC", "USD", price)
-
-
-@pytest.fixture
-def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-async def api(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The API with its default settings (the cache on), listening for changes."""
-    async with serve_api(load_settings(_env_file=None, database_url=database_url)) as client:
-        await until_cache_listens(client)
-        yield client
-
-
-async def until_cache_listens(client: httpx.AsyncClient) -> None:
-    """Wait until /health says the cache listens (it connects after the app starts)."""
-    for _ in range(100):
-        if (await client.get("/health")).json().get("response_cache") == "listening":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the response cache did not start listening within 5 s")
 
 
 async def prices(api: httpx.AsyncClient) -> list[float]:
