@@ -9,14 +9,14 @@ install:  ## install datatracker with development tools, at the pinned versions
 db:  ## start a local TimescaleDB (Debian/Ubuntu; installs what is missing) and print its URL
 	scripts/local-db.sh start
 
-initdb:  ## apply db/init.sql to DATABASE_URL
-	$(PYTHON) -m datatracker initdb
+initdb:  ## apply the schema's migrations to DATABASE_URL (as its owner)
+	$(PYTHON) -m datatracker migrate
 
 local:  ## no Docker: local TimescaleDB, schema, 24 h of simulated history, collector + API
 	scripts/run-local.sh
 
-test:  ## the whole test suite against a real TimescaleDB
-	$(PYTHON) -m pytest
+test:  ## the whole suite on each TimescaleDB edition this machine has (scripts/test.sh)
+	PYTHON=$(PYTHON) scripts/test.sh
 
 lint:  ## ruff and mypy, as CI runs them
 	$(PYTHON) -m ruff check .

@@ -7,7 +7,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from datatracker.queries import load_queries
-from datatracker.schema import apply_schema
+from datatracker.schema import migrate
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
@@ -56,7 +56,7 @@ def prepare(url: str, *, fresh: bool = False) -> str:
     """
     if fresh or not exists(url):
         create(url, fresh=fresh)
-    apply_schema(url)
+    migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(QUERIES["create_original_prices"])
     return url

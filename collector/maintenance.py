@@ -1,23 +1,42 @@
 """Storage upkeep the database cannot do itself in Apache mode: candle rollups and retention.
 
 In timescale mode TimescaleDB's policies do both, and `roll_up` and `drop_expired_chunks`
-do nothing. History written behind the policies' windows (a backfill) needs
-`refresh_history` in both modes, and the stored ranking needs `refresh_rankings` after
-every write in both modes.
+do nothing. History written behind the last materialised bucket (a backfill, a filled gap,
+cycles kept through an outage) needs `refresh_history` in both modes: the policies would
+materialise it too, but only at their next run. The stored ranking needs `refresh_rankings`
+after every write in both modes.
 """
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
 from collector.writer import QUERIES
-from datatracker.schema import as_interval
 from datatracker.settings import Settings
 from datatracker.storage import StorageMode
 
 log = logging.getLogger("collector.maintenance")
+
+CANDLE_WIDTHS = {
+    "refresh_candles_5m": timedelta(minutes=5),
+    "refresh_candles_1h": timedelta(hours=1),
+}
+
+
+def whole_buckets(since: datetime, until: datetime, width: timedelta) -> tuple[datetime, datetime]:
+    """The window of whole buckets of `width` from the one holding `since` to the last that
+    ended by `until` (empty when start == end). Buckets of 5 minutes and 1 hour fall on the
+    same boundaries from the Unix epoch as from TimescaleDB's origin (a Monday, midnight)."""
+    step = width.total_seconds()
+
+    def floor(moment: datetime) -> datetime:
+        seconds = moment.timestamp()
+        return datetime.fromtimestamp(seconds - seconds % step, UTC)
+
+    start, end = floor(since), floor(until)
+    return start, max(start, end)
 
 
 class Maintenance:
@@ -52,17 +71,11 @@ class Maintenance:
             await self.roll_up(row[0])
 
     async def drop_expired_chunks(self) -> int:
-        """Drop the chunks past each retention horizon; return how many."""
+        """Drop the chunks past the retention horizons the database stores; return how many."""
         if not self.active:
             return 0
-        settings = self._settings
-        horizons = {
-            "raw_retention": as_interval(settings.raw_retention),
-            "candles_5m_retention": as_interval(settings.candles_5m_retention),
-            "candles_1h_retention": as_interval(settings.candles_1h_retention),
-        }
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(QUERIES["apply_retention"], horizons)).fetchone()
+            row = await (await conn.execute(QUERIES["apply_retention"])).fetchone()
         dropped = int(row[0]) if row else 0
         log.info("retention: %d expired chunks dropped", dropped)
         return dropped
@@ -72,9 +85,12 @@ class Maintenance:
         if self.active:
             await self.roll_up(since)
             return
+        now = datetime.now(UTC)
         async with self._pool.connection() as conn:
-            await conn.execute(QUERIES["refresh_candles_5m"], {"since": since})
-            await conn.execute(QUERIES["refresh_candles_1h"], {"since": since})
+            for query, width in CANDLE_WIDTHS.items():
+                start, end = whole_buckets(since, now, width)
+                if start < end:  # the newest, unfinished bucket is real-time aggregated
+                    await conn.execute(QUERIES[query], {"start": start, "end": end})
 
     async def update_candles(self, since: datetime, at: datetime) -> None:
         """Bring the candles up to date once cycles from `since` to `at` are stored.

@@ -113,25 +113,18 @@ ON CONFLICT (market_id, bucket) DO UPDATE
 SELECT coalesce((SELECT max(bucket) FROM candles_5m), (SELECT min(time) FROM ticks)) AS since;
 
 -- name: apply_retention
--- Apache mode: drops the chunks past each retention horizon: (dropped), how many.
-SELECT apply_retention(
-    %(raw_retention)s::interval, %(candles_5m_retention)s::interval,
-    %(candles_1h_retention)s::interval
-) AS dropped;
+-- Apache mode: drops the chunks past the retention horizons the database stores (migrate
+-- sets them): (dropped), how many.
+SELECT apply_retention() AS dropped;
 
 -- name: refresh_candles_5m
--- Timescale mode: materialises the complete 5-minute buckets from the one holding %(since)s
--- to now (a refresh skips buckets the window only partly covers).
-CALL refresh_continuous_aggregate(
-    'candles_5m', time_bucket(INTERVAL '5 minutes', %(since)s::timestamptz), now()
-);
+-- Timescale mode: materialises the whole 5-minute buckets from %(start)s to %(end)s (both
+-- on bucket boundaries, at least one bucket apart: TimescaleDB refuses a smaller window).
+CALL refresh_continuous_aggregate('candles_5m', %(start)s::timestamptz, %(end)s::timestamptz);
 
 -- name: refresh_candles_1h
--- Timescale mode: materialises the complete hourly buckets from the one holding %(since)s
--- to now.
-CALL refresh_continuous_aggregate(
-    'candles_1h', time_bucket(INTERVAL '1 hour', %(since)s::timestamptz), now()
-);
+-- Timescale mode: materialises the whole hourly buckets from %(start)s to %(end)s (as above).
+CALL refresh_continuous_aggregate('candles_1h', %(start)s::timestamptz, %(end)s::timestamptz);
 
 -- name: refresh_rankings
 -- Both modes: db/init.sql's refresh_rankings() replaces the stored ranking with the one up to

@@ -1,25 +1,29 @@
-"""`python -m datatracker initdb`: apply db/init.sql to DATABASE_URL (safe to repeat)."""
+"""`python -m datatracker migrate`: bring DATABASE_URL's schema to this version (safe to repeat).
+
+`initdb` is another name for `migrate`. Run it as the role that owns the database.
+"""
 
 import argparse
 import sys
 
 import psycopg
 
-from datatracker.schema import SCHEMA_FILE, apply_schema, schema_settings
+from datatracker.schema import migrate
 from datatracker.settings import load_settings
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m datatracker", description=__doc__)
-    parser.add_argument("command", choices=["initdb"])
+    parser.add_argument("command", choices=["migrate", "initdb"])
     parser.parse_args(argv)
     settings = load_settings()
     try:
-        apply_schema(settings.database_url, schema_settings(settings))
+        applied = migrate(settings.database_url, settings)
     except psycopg.Error as error:
-        print(f"initdb failed: {str(error).strip()}", file=sys.stderr)
+        print(f"migrate failed: {str(error).strip()}", file=sys.stderr)
         return 1
-    print(f"schema applied from {SCHEMA_FILE.name}", file=sys.stderr)
+    done = ", ".join(applied) if applied else "none, the schema was up to date"
+    print(f"migrations applied: {done}; storage settings applied", file=sys.stderr)
     return 0
 
 

@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# A local TimescaleDB for development and tests on Debian/Ubuntu, without Docker:
-# a PostgreSQL cluster `datatracker` (Debian's cluster tools) on 127.0.0.1.
+# A local TimescaleDB for development and tests on Debian/Ubuntu, without Docker: a PostgreSQL
+# cluster (Debian's cluster tools) on 127.0.0.1, in one of TimescaleDB's two editions.
 #
 #   scripts/local-db.sh start    # install what is missing, start; prints the URL last
-#   scripts/local-db.sh stop | url | status
+#   scripts/local-db.sh stop | url | status | edition
 #
-# Progress goes to stderr; stdout carries only the URL, so `url=$(scripts/local-db.sh start)`.
+# LOCAL_DB_EDITION picks the edition (each its own cluster and port):
+#   apache     (default) cluster `datatracker` on 5433 with `timescaledb.license = 'apache'`:
+#              hypertables, time_bucket, drop_chunks; no continuous aggregates, policies or
+#              compression. What Debian/Ubuntu users without Docker get.
+#   timescale  cluster `datatracker_tsl` on 5434 with the Timescale-License features, as the
+#              official Docker image runs them. Needs a TimescaleDB build that has them
+#              (timescaledb-tsl-*.so); this script does not build one.
+# LOCAL_DB_PORT overrides the port. Progress goes to stderr; stdout carries only the URL, so
+# `url=$(scripts/local-db.sh start)`. The role `datatracker` is a superuser: it sets up
+# databases and roles; the services log in as their own roles (db/create-users.sh).
 set -euo pipefail
 
-cluster=datatracker
-port=${LOCAL_DB_PORT:-5433}
+edition=${LOCAL_DB_EDITION:-apache}
+case $edition in
+  apache) cluster=datatracker; default_port=5433 ;;
+  timescale) cluster=datatracker_tsl; default_port=5434 ;;
+  *) echo "LOCAL_DB_EDITION must be apache or timescale, not '$edition'" >&2; exit 2 ;;
+esac
+port=${LOCAL_DB_PORT:-$default_port}
 url="postgresql://datatracker:datatracker@127.0.0.1:$port/datatracker"
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -17,24 +31,33 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
 pg_major() { find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/postgres' 2>/dev/null | cut -d/ -f5 | sort -n | tail -1; }
 is_running() { pg_lsclusters -h "$(pg_major)" "$cluster" 2>/dev/null | grep -qw online; }
+has_tsl() { compgen -G "$(/usr/lib/postgresql/"$(pg_major)"/bin/pg_config --pkglibdir)/timescaledb-tsl-*.so" >/dev/null; }
 
 install() {
   if [ -z "$(pg_major)" ]; then
+    echo "installing PostgreSQL (apt-get install postgresql)" >&2
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-upgrade postgresql
   fi
   as_root env PG_MAJOR="$(pg_major)" "$here/install-timescaledb.sh"
+  if [ "$edition" = timescale ] && ! has_tsl; then
+    echo "the timescale edition needs TimescaleDB built with its Timescale-License features" \
+      "(timescaledb-tsl-*.so); this machine has the Apache-2 build only" >&2
+    exit 1
+  fi
 }
 
 create_cluster() {
   local major; major=$(pg_major)
   pg_lsclusters -h "$major" "$cluster" >/dev/null 2>&1 && return
-  as_root pg_createcluster "$major" "$cluster" --port "$port"
+  echo "creating PostgreSQL cluster $cluster on 127.0.0.1:$port ($edition edition)" >&2
+  as_root pg_createcluster "$major" "$cluster" --port "$port" >&2
   # A conf.d file rather than `pg_createcluster -o`, which would write 127.0.0.1 unquoted.
-  as_root tee "/etc/postgresql/$major/$cluster/conf.d/datatracker.conf" >/dev/null <<'CONF'
+  as_root tee "/etc/postgresql/$major/$cluster/conf.d/datatracker.conf" >/dev/null <<CONF
 listen_addresses = '127.0.0.1'
 shared_preload_libraries = 'timescaledb'
 timescaledb.telemetry_level = off
+timescaledb.license = '$edition'
 CONF
 }
 
@@ -68,6 +91,7 @@ case ${1:-} in
   start) start >&2; echo "$url" ;;
   stop) if is_running; then as_root pg_ctlcluster "$(pg_major)" "$cluster" stop; fi ;;
   url) echo "$url" ;;
-  status) if is_running; then echo "running: $url"; else echo "stopped"; exit 3; fi ;;
-  *) echo "usage: $0 start|stop|url|status" >&2; exit 2 ;;
+  status) if is_running; then echo "running: $url ($edition edition)"; else echo "stopped"; exit 3; fi ;;
+  edition) echo "$edition" ;;
+  *) echo "usage: $0 start|stop|url|status|edition" >&2; exit 2 ;;
 esac

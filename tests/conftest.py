@@ -1,4 +1,11 @@
-"""Database fixtures: each test gets a fresh database cloned from a template holding the schema."""
+"""Database fixtures: each test gets a fresh database cloned from a template holding the schema.
+
+The template is built the way the deployment builds a database: db/init.sql and
+db/create-users.sh run as a superuser (as at the Docker image's first start), then
+`migrate` as the database's owner (compose's `migrate` service). The services under test then
+log in as their own roles: `collector_url`, `api_url` and `grafana_url`. A superuser only
+sets up (`database_url`).
+"""
 
 import contextlib
 import functools
@@ -8,6 +15,7 @@ import secrets
 import subprocess
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import LiteralString
 
@@ -15,18 +23,44 @@ import docker
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from datatracker.schema import apply_schema
+from datatracker.schema import migrate
 
-TIMESCALEDB_IMAGE = "timescale/timescaledb:2.19.3-pg17"
-LOCAL_DB_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "local-db.sh"
-SERVER_SOURCE = pytest.StashKey[str]()
+ROOT = Path(__file__).resolve().parent.parent
+TIMESCALEDB_IMAGE = "timescale/timescaledb:2.28.3-pg17"
+LOCAL_DB_SCRIPT = ROOT / "scripts" / "local-db.sh"
+# The service roles' passwords on test servers (db/create-users.sh creates the roles).
+ROLE_PASSWORDS = {"collector": "collector", "api": "api", "grafana": "grafana"}
+
+
+@dataclass(frozen=True)
+class Server:
+    """The TimescaleDB server of this run: an admin URL and what it is."""
+
+    url: str
+    source: str
+    version: str
+    edition: str  # 'timescale' (Timescale License) or 'apache'
+
+    def describe(self) -> str:
+        licence = "Timescale License" if self.edition == "timescale" else "Apache-2"
+        address = conninfo_to_dict(self.url)
+        where = f"{address.get('host', 'localhost')}:{address.get('port', 5432)}"
+        return (
+            f"{self.source} at {where}: TimescaleDB {self.version}, "
+            f"{self.edition} edition ({licence})"
+        )
 
 
 def with_dbname(conninfo: str, dbname: str) -> str:
     """Return `conninfo` (URL or key=value) pointing at database `dbname`."""
     return make_conninfo(conninfo, dbname=dbname)
+
+
+def as_role(conninfo: str, role: str) -> str:
+    """Return `conninfo` logging in as the service role `role`."""
+    return make_conninfo(conninfo, user=role, password=ROLE_PASSWORDS[role])
 
 
 def execute(conninfo: str, query: LiteralString, *names: str) -> None:
@@ -50,46 +84,110 @@ def docker_answers() -> bool:
             gc.collect()
 
 
+def describe_server(url: str, source: str) -> Server:
+    """What the server at `url` runs: TimescaleDB's version and edition."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT default_version, current_setting('timescaledb.license', true)"
+            " FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    if row is None:
+        raise RuntimeError(f"{source}: the server has no TimescaleDB extension")
+    return Server(url, source, row[0], "timescale" if row[1] == "timescale" else "apache")
+
+
 @functools.cache
-def server_source() -> str:
-    """Name the server the tests use: TEST_DATABASE_URL, testcontainers or the local cluster."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        return "TEST_DATABASE_URL"
+def server_url() -> tuple[str, str]:
+    """The admin URL of the server the tests use, and where it comes from: TEST_DATABASE_URL,
+    else a local cluster (LOCAL_DB_EDITION picks its edition), else testcontainers."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        return url, "TEST_DATABASE_URL"
     if docker_answers():
-        return f"testcontainers ({TIMESCALEDB_IMAGE})"
-    return "local cluster (scripts/local-db.sh)"
+        return "", f"testcontainers ({TIMESCALEDB_IMAGE})"
+    started = subprocess.run(
+        [LOCAL_DB_SCRIPT, "start"], check=True, stdout=subprocess.PIPE, text=True
+    )
+    return started.stdout.splitlines()[-1], "local cluster (scripts/local-db.sh)"
+
+
+@functools.cache
+def run_server() -> Server:
+    """The server of this run, described; with testcontainers, started for the session."""
+    url, source = server_url()
+    if not url:
+        url = start_container()
+    return describe_server(url, source)
+
+
+def start_container() -> str:
+    """Start the official image for the rest of the process; return its admin URL."""
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # older testcontainers releases
+        from testcontainers.postgres import PostgresContainer
+
+    container = PostgresContainer(TIMESCALEDB_IMAGE, driver=None)
+    container.start()
+    return str(container.get_connection_url())
 
 
 def pytest_report_header() -> str:
-    """Show which database server the tests use."""
-    return f"database server: {server_source()}"
+    """Say which database server and edition the tests use."""
+    return f"database server: {run_server().describe()}"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Repeat the server used after the run, as the header is hidden under -q."""
-    if source := terminalreporter.config.stash.get(SERVER_SOURCE, None):
-        terminalreporter.write_line(f"database server: {source}")
+    """Repeat the server after the run (the header is hidden under -q), when one was used."""
+    if run_server.cache_info().currsize:
+        terminalreporter.write_line(f"database server: {run_server().describe()}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test marked for the other edition, saying which edition this run has."""
+    marker = item.get_closest_marker("edition")
+    if marker is not None and marker.args[0] != run_server().edition:
+        pytest.skip(f"{marker.args[0]} edition only; this run is on the {run_server().edition}")
 
 
 @pytest.fixture(scope="session")
-def database_server(pytestconfig: pytest.Config) -> Iterator[str]:
-    """Yield an admin URL of a TimescaleDB server on which the tests may create databases."""
-    source = pytestconfig.stash[SERVER_SOURCE] = server_source()
-    if source == "TEST_DATABASE_URL":
-        yield os.environ["TEST_DATABASE_URL"]
-    elif source.startswith("testcontainers"):
-        try:
-            from testcontainers.community.postgres import PostgresContainer
-        except ImportError:  # older testcontainers releases
-            from testcontainers.postgres import PostgresContainer
+def database_server() -> str:
+    """An admin URL of a TimescaleDB server on which the tests may create databases."""
+    return run_server().url
 
-        with PostgresContainer(TIMESCALEDB_IMAGE, driver=None) as container:
-            yield container.get_connection_url()
-    else:
-        started = subprocess.run(
-            [LOCAL_DB_SCRIPT, "start"], check=True, stdout=subprocess.PIPE, text=True
-        )
-        yield started.stdout.splitlines()[-1]
+
+@pytest.fixture(scope="session")
+def edition() -> str:
+    """The TimescaleDB edition of this run: 'timescale' or 'apache'."""
+    return run_server().edition
+
+
+def bootstrap(url: str) -> None:
+    """Prepare a new database as the Docker image's first start does: db/init.sql, then the
+    service roles (db/create-users.sh), both as the superuser of `url`."""
+    params = conninfo_to_dict(url)
+    env = {
+        **os.environ,
+        "PGHOST": str(params.get("host", "127.0.0.1")),
+        "PGPORT": str(params.get("port", 5432)),
+        "PGUSER": str(params["user"]),
+        "PGPASSWORD": str(params.get("password", "")),
+        "POSTGRES_USER": str(params["user"]),
+        "POSTGRES_DB": str(params["dbname"]),
+        "COLLECTOR_DB_PASSWORD": ROLE_PASSWORDS["collector"],
+        "API_DB_PASSWORD": ROLE_PASSWORDS["api"],
+        "GRAFANA_DB_PASSWORD": ROLE_PASSWORDS["grafana"],
+    }
+    psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", str(params["dbname"])]
+    subprocess.run([*psql, "-f", str(ROOT / "db" / "init.sql")], env=env, check=True)
+    subprocess.run([str(ROOT / "db" / "create-users.sh")], env=env, check=True)
+    # Roles outlive databases: make sure those of an earlier run have this run's passwords.
+    with psycopg.connect(url, autocommit=True) as conn:
+        for role, password in ROLE_PASSWORDS.items():
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +195,9 @@ def template_database(database_server: str) -> Iterator[str]:
     """Yield the name of a template database holding the schema, dropped after the session."""
     name = f"datatracker_template_{secrets.token_hex(4)}"
     execute(database_server, "CREATE DATABASE {}", name)
-    apply_schema(with_dbname(database_server, name))
+    url = with_dbname(database_server, name)
+    bootstrap(url)
+    migrate(url)
     # No connections, not even TimescaleDB's scheduler: CREATE DATABASE ... TEMPLATE
     # fails while anyone is connected to the template.
     execute(database_server, "ALTER DATABASE {} IS_TEMPLATE true ALLOW_CONNECTIONS false", name)
@@ -112,7 +212,8 @@ def template_database(database_server: str) -> Iterator[str]:
 
 @pytest.fixture
 def database_url(database_server: str, template_database: str) -> Iterator[str]:
-    """Yield the conninfo of a fresh database cloned from the template, dropped afterwards."""
+    """Yield the superuser conninfo of a fresh database cloned from the template (for setting
+    up and inspecting), dropped afterwards."""
     name = f"datatracker_test_{secrets.token_hex(4)}"
     execute(database_server, "CREATE DATABASE {} TEMPLATE {}", name, template_database)
     yield with_dbname(database_server, name)
@@ -120,7 +221,26 @@ def database_url(database_server: str, template_database: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def collector_url(database_url: str) -> str:
+    """The test's database as the collector logs in to it (role `collector`)."""
+    return as_role(database_url, "collector")
+
+
+@pytest.fixture
+def api_url(database_url: str) -> str:
+    """The test's database as the API logs in to it (role `api`)."""
+    return as_role(database_url, "api")
+
+
+@pytest.fixture
+def grafana_url(database_url: str) -> str:
+    """The test's database as Grafana logs in to it (role `grafana`)."""
+    return as_role(database_url, "grafana")
+
+
+@pytest.fixture
 async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
-    """Yield an autocommit connection to the test's database."""
+    """Yield an autocommit superuser connection to the test's database, for setting up and
+    inspecting."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
         yield connection

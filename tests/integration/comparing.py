@@ -2,6 +2,8 @@
 
 import math
 
+import httpx
+
 RELATIVE_TOLERANCE = 1e-9
 
 
@@ -27,3 +29,19 @@ def differences(expected: object, actual: object, where: str = "") -> list[str]:
             for d in differences(*pair, f"{where}[{i}]")
         ]
     return [] if expected == actual else [f"{where}: {expected!r} != {actual!r}"]
+
+
+async def mismatches(api: httpx.AsyncClient) -> list[str]:
+    """Pairs whose ranking row disagrees with /prices: stdv beyond 1e-9, rank, or counts."""
+    ranking = (await api.get("/rankings")).json()
+    problems = []
+    for row in ranking["rankings"]:
+        prices = (await api.get(f"/prices/{row['exchange']}/{row['symbol']}")).json()
+        values = [tick["price"] for tick in prices["prices"]]
+        if abs(row["stdv"] - prices["stdv"]) >= 1e-9 * prices["stdv"]:
+            problems.append(f"{row['symbol']}: stdv {row['stdv']} != {prices['stdv']}")
+        seen = (row["rank"], ranking["ranked"], row["count"], row["first"], row["last"])
+        wanted = (prices["rank"], prices["ranked"], len(values), values[0], values[-1])
+        if seen != wanted or (row["min"], row["max"]) != (min(values), max(values)):
+            problems.append(f"{row['exchange']} {row['symbol']}: {seen} != {wanted}")
+    return problems

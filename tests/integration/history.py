@@ -3,6 +3,7 @@
 A module of its own (not conftest.py) so that fixtures and tests see the same ANCHOR.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -13,7 +14,8 @@ from collector.ticks import Tick
 from collector.writer import TickWriter
 from datatracker.database import create_pool
 from datatracker.settings import Settings, load_settings
-from datatracker.storage import StorageMode
+from datatracker.storage import detect_storage_mode
+from tests.conftest import as_role
 
 # The simulated history: every minute from 23 hours before the session's start to one
 # minute before it, so every tick stays inside the API's 24-hour window for the session's
@@ -23,8 +25,8 @@ HISTORY_START = ANCHOR - timedelta(hours=23)
 HISTORY_END = ANCHOR - timedelta(minutes=1)
 EXCHANGES = ("kraken", "binance")
 PAIRS_PER_EXCHANGE = 4
-# PGlite's server dies on statements of a few thousand rows.
-WRITE_BATCH_TICKS = 800
+# As a backfill writes: a statement per batch.
+WRITE_BATCH_TICKS = 20_000
 
 
 async def simulated_history() -> list[Tick]:
@@ -37,37 +39,44 @@ async def simulated_history() -> list[Tick]:
 
 
 async def write_history(conn: psycopg.AsyncConnection, ticks: list[Tick]) -> None:
-    """Write the ticks in small statements."""
-    writer = TickWriter(copy=False)  # PGlite cannot COPY FROM STDIN
+    """Write the ticks in batches, as the collector's backfill does."""
+    writer = TickWriter()
     for begin in range(0, len(ticks), WRITE_BATCH_TICKS):
         await writer.write(conn, ticks[begin : begin + WRITE_BATCH_TICKS])
 
 
-async def refresh_candles(
-    settings: Settings, mode: StorageMode, since: datetime = HISTORY_START
+async def refresh_candles(database_url: str, since: datetime = HISTORY_START) -> None:
+    """As the collector: materialise (timescale mode) or roll up (apache mode) the candles of
+    the ticks from `since` on (by default the whole history)."""
+    await run_maintenance(database_url, lambda upkeep: upkeep.refresh_history(since))
+
+
+async def refresh_rankings(database_url: str) -> None:
+    """As the collector: store the ranking up to now, as it does after each cycle."""
+    await run_maintenance(database_url, lambda upkeep: upkeep.refresh_rankings())
+
+
+async def run_maintenance(
+    database_url: str, step: Callable[[Maintenance], Awaitable[object]]
 ) -> None:
-    """Materialise (timescale) or roll up (apache) the candles from `since` (the whole history)."""
+    """Run one step of the collector's upkeep on the test's database, as role `collector`."""
+    settings = settings_for(as_role(database_url, "collector"))
     pool = create_pool(settings.database_url, max_size=1, name="test-maintenance")
     await pool.open(wait=True)
     try:
-        await Maintenance(settings, pool, mode).refresh_history(since)
-    finally:
-        await pool.close()
-
-
-async def refresh_rankings(settings: Settings) -> None:
-    """Store the ranking up to now, as the collector does after each cycle (either mode)."""
-    pool = create_pool(settings.database_url, max_size=1, name="test-maintenance")
-    await pool.open(wait=True)
-    try:
-        await Maintenance(settings, pool, "apache").refresh_rankings()
+        async with pool.connection() as conn:
+            mode = await detect_storage_mode(conn)
+        await step(Maintenance(settings, pool, mode))
     finally:
         await pool.close()
 
 
 def settings_for(database_url: str) -> Settings:
-    """Settings pointing at `database_url`, ignoring any .env file, for one connection at a
-    time (PGlite's limit): a pool of one, and no response cache (whose listener is another)."""
-    return load_settings(
-        _env_file=None, database_url=database_url, db_pool_max_size=1, api_cache_mb=0
-    )
+    """Settings pointing at `database_url`, ignoring any .env file, without the API's response
+    cache: answers come straight from the database."""
+    return load_settings(_env_file=None, database_url=database_url, api_cache_mb=0)
+
+
+def api_settings(database_url: str) -> Settings:
+    """settings_for the test's database as the API logs in to it (role `api`)."""
+    return settings_for(as_role(database_url, "api"))

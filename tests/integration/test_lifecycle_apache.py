@@ -1,4 +1,5 @@
-"""The Apache-2 fallback: candle tables rolled up by the collector, retention by drop_chunks."""
+"""The Apache-2 edition: candle tables rolled up by the collector, retention by drop_chunks;
+the collector as the role `collector`. Every test here runs on that edition only."""
 
 import math
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,9 @@ from collector.writer import write_ticks
 from datatracker.database import create_pool
 from datatracker.storage import StorageMode
 from tests.integration.history import settings_for
+from tests.integration.retention import chunk_edges
+
+pytestmark = pytest.mark.edition("apache")
 
 CANDLES_FROM_TICKS = """
     SELECT time_bucket(%(width)s::interval, time) AS bucket, market_id, first(price, time),
@@ -40,9 +44,9 @@ async def test_candles_are_plain_hypertables_without_policies(
     assert (0,) == await jobs.fetchone()
 
 
-async def test_rollups_equal_aggregates_of_the_raw_ticks(apache_history: str) -> None:
+async def test_rollups_equal_aggregates_of_the_raw_ticks(history: str) -> None:
     """The rolled-up 5-minute and hourly candles equal the same aggregates over raw ticks."""
-    async with await psycopg.AsyncConnection.connect(apache_history) as conn:
+    async with await psycopg.AsyncConnection.connect(history) as conn:
         for width, table in (("5 minutes", "candles_5m"), ("1 hour", "candles_1h")):
             raw = await (await conn.execute(CANDLES_FROM_TICKS, {"width": width})).fetchall()
             stored = await conn.execute(
@@ -58,24 +62,21 @@ async def test_rollups_equal_aggregates_of_the_raw_ticks(apache_history: str) ->
             )
 
 
-async def test_retention_drops_exactly_the_chunks_past_the_horizon(database_url: str) -> None:
-    """The collector's retention drops the tick chunks older than RAW_RETENTION and no other."""
-    now = datetime.now(UTC)
+async def test_retention_drops_exactly_the_chunks_past_the_horizon(collector_url: str) -> None:
+    """The collector's retention drops the tick chunks that ended RAW_RETENTION ago, whatever
+    the time of day, and no other."""
+    edges = chunk_edges(datetime.now(UTC) - timedelta(days=7))
     old = [
-        Tick(now - timedelta(days=days), "kraken", "btcusd", "BTC", "USD", 1.0 + days)
-        for days in (9.5, 8.5, 7.5, 6.5, 5.5)
+        Tick(moment, "kraken", "btcusd", "BTC", "USD", float(n))
+        for n, moment in enumerate(edges.ticks, start=1)
     ]
-    settings = settings_for(database_url)
-    pool = create_pool(database_url, max_size=1, name="test")
+    settings = settings_for(collector_url)
+    pool = create_pool(collector_url, max_size=1, name="test")
     await pool.open(wait=True)
     async with pool.connection() as conn:
         await write_ticks(conn, old)
         cursor = await conn.execute("SELECT show_chunks('ticks')::text ORDER BY 1")
         before = [row[0] for row in await cursor.fetchall()]
-        cursor = await conn.execute(
-            "SELECT show_chunks('ticks', older_than => now() - interval '7 days')::text"
-        )
-        expired = [row[0] for row in await cursor.fetchall()]
 
     dropped = await Maintenance(settings, pool, "apache").drop_expired_chunks()
 
@@ -85,15 +86,15 @@ async def test_retention_drops_exactly_the_chunks_past_the_horizon(database_url:
         ).fetchall()
         prices = await (await conn.execute("SELECT price FROM ticks ORDER BY 1")).fetchall()
     await pool.close()
-    assert (3, 3) == (len(expired), dropped)
-    assert [chunk for chunk in before if chunk not in expired] == [row[0] for row in after]
-    assert [(6.5,), (7.5,)] == prices
+    assert edges.expired_chunks == dropped
+    assert before[edges.expired_chunks :] == [row[0] for row in after]
+    assert [(price,) for price in edges.kept_prices] == prices
 
 
-async def test_timescale_mode_leaves_the_upkeep_to_the_database(database_url: str) -> None:
+async def test_timescale_mode_leaves_the_upkeep_to_the_database(collector_url: str) -> None:
     """Maintenance in timescale mode neither rolls up nor drops anything."""
-    settings = settings_for(database_url)
-    pool = create_pool(database_url, max_size=1, name="test")
+    settings = settings_for(collector_url)
+    pool = create_pool(collector_url, max_size=1, name="test")
     await pool.open(wait=True)
     tick = Tick(datetime.now(UTC) - timedelta(days=30), "kraken", "btcusd", "BTC", "USD", 1.0)
     async with pool.connection() as conn:
@@ -109,11 +110,11 @@ async def test_timescale_mode_leaves_the_upkeep_to_the_database(database_url: st
     await pool.close()
 
 
-async def test_each_collected_cycle_is_rolled_up_into_the_candles(database_url: str) -> None:
+async def test_each_collected_cycle_is_rolled_up_into_the_candles(collector_url: str) -> None:
     """A scheduled cycle in Apache mode leaves its ticks' 5-minute and hourly candles current."""
-    settings = settings_for(database_url)
+    settings = settings_for(collector_url)
     source = SimulatedSource(("kraken",), pairs_per_exchange=3, seed=1)
-    pool = create_pool(database_url, max_size=2, name="test")
+    pool = create_pool(collector_url, max_size=2, name="test")
     await pool.open(wait=True)
     collector = Collector(settings, source, pool, Maintenance(settings, pool, "apache"))
 
@@ -130,13 +131,13 @@ async def test_each_collected_cycle_is_rolled_up_into_the_candles(database_url: 
 
 @pytest.mark.parametrize("mode", ["apache", "timescale"])
 async def test_each_collected_cycle_refreshes_the_stored_ranking(
-    database_url: str, mode: StorageMode
+    collector_url: str, mode: StorageMode
 ) -> None:
     """After a scheduled cycle, in either mode, the stored ranking's window ends after its
     instant and ranks the pairs with two ticks in it."""
-    settings = settings_for(database_url)
+    settings = settings_for(collector_url)
     source = SimulatedSource(("kraken",), pairs_per_exchange=3, seed=1)
-    pool = create_pool(database_url, max_size=2, name="test")
+    pool = create_pool(collector_url, max_size=2, name="test")
     await pool.open(wait=True)
     at = cycle_instant(datetime.now(UTC), settings.collect_interval_seconds)
     earlier = [
@@ -160,10 +161,31 @@ async def test_each_collected_cycle_refreshes_the_stored_ranking(
     await pool.close()
 
 
+async def test_the_edition_refuses_the_timescale_license_features(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    """This edition refuses continuous aggregates, compression and policies, as the Apache-2
+    build does: the stand-in `timescaledb.license = 'apache'` stands in faithfully."""
+    refused = []
+    for attempt in (
+        "CREATE MATERIALIZED VIEW c WITH (timescaledb.continuous) AS SELECT"
+        " time_bucket('1 hour', time) AS b, avg(price) FROM ticks GROUP BY 1 WITH NO DATA",
+        "ALTER TABLE ticks SET (timescaledb.compress)",
+        "SELECT add_retention_policy('ticks', INTERVAL '7 days')",
+        "SELECT add_compression_policy('ticks', INTERVAL '1 day')",
+    ):
+        try:
+            await conn.execute(attempt)  # type: ignore[arg-type]  # test constants
+        except (psycopg.errors.FeatureNotSupported, psycopg.errors.InsufficientPrivilege):
+            refused.append(attempt)
+
+    assert 4 == len(refused)
+
+
 async def test_health_reports_apache_mode_without_compression(
-    apache_api: httpx.AsyncClient,
+    history_api: httpx.AsyncClient,
 ) -> None:
     """/health on the Apache edition says apache mode, compression unavailable."""
-    body = (await apache_api.get("/health")).json()
+    body = (await history_api.get("/health")).json()
 
     assert ("apache", "unavailable") == (body["storage_mode"], body["compression"])

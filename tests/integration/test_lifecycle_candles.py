@@ -26,18 +26,18 @@ def iso(moment: object) -> str:
 
 @pytest.mark.parametrize(("interval", "width"), [("15m", "15 minutes"), ("4h", "4 hours")])
 async def test_candles_equal_aggregates_of_the_raw_ticks(
-    apache_api: httpx.AsyncClient, apache_history: str, interval: str, width: str
+    history_api: httpx.AsyncClient, history: str, interval: str, width: str
 ) -> None:
     """Each candle's OHLC, count, mean and stdv equal the same aggregates over its raw ticks."""
     start, end = ANCHOR - timedelta(hours=20), ANCHOR
     params = {"interval": interval, "start": iso(start), "end": iso(end)}
-    async with await psycopg.AsyncConnection.connect(apache_history) as conn:
+    async with await psycopg.AsyncConnection.connect(history) as conn:
         cursor = await conn.execute(
             CANDLES_FROM_TICKS, {"width": width, "start": start, "end": end}
         )
         expected = await cursor.fetchall()
 
-    body = (await apache_api.get("/prices/kraken/btcusd/candles", params=params)).json()
+    body = (await history_api.get("/prices/kraken/btcusd/candles", params=params)).json()
 
     fields = ("open", "high", "low", "close", "count", "mean", "stdv")
     actual = [[c["time"], *(c[f] for f in fields)] for c in body["candles"]]
@@ -48,44 +48,44 @@ async def test_candles_equal_aggregates_of_the_raw_ticks(
 
 @pytest.mark.parametrize("params", [{"interval": "2m"}, {"start": "yesterday"}])
 async def test_bad_candle_parameters_answer_400(
-    apache_api: httpx.AsyncClient, params: dict[str, str]
+    history_api: httpx.AsyncClient, params: dict[str, str]
 ) -> None:
     """An unknown interval or an unreadable time is a 400."""
-    response = await apache_api.get("/prices/kraken/btcusd/candles", params=params)
+    response = await history_api.get("/prices/kraken/btcusd/candles", params=params)
 
     assert 400 == response.status_code
 
 
 async def test_a_range_ending_before_it_starts_has_no_candles(
-    apache_api: httpx.AsyncClient,
+    history_api: httpx.AsyncClient,
 ) -> None:
     """start after end answers an empty list."""
     params = {"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
-    response = await apache_api.get("/prices/kraken/btcusd/candles", params=params)
+    response = await history_api.get("/prices/kraken/btcusd/candles", params=params)
 
     assert (200, []) == (response.status_code, response.json()["candles"])
 
 
 async def test_a_long_range_is_cut_to_the_newest_5000_candles(
-    apache_api: httpx.AsyncClient,
+    history_api: httpx.AsyncClient,
 ) -> None:
     """Five years of 5-minute candles start 5000 candles before the end."""
     params = {"interval": "5m", "start": "2021-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
-    response = await apache_api.get("/prices/kraken/btcusd/candles", params=params)
+    response = await history_api.get("/prices/kraken/btcusd/candles", params=params)
 
     assert "2025-12-14T15:20:00Z" == response.json()["start"]
 
 
-async def test_candles_of_an_unknown_pair_answer_404(apache_api: httpx.AsyncClient) -> None:
+async def test_candles_of_an_unknown_pair_answer_404(history_api: httpx.AsyncClient) -> None:
     """Candles of a pair nobody lists are a 404."""
-    response = await apache_api.get("/prices/kraken/nosuchusd/candles")
+    response = await history_api.get("/prices/kraken/nosuchusd/candles")
 
     assert 404 == response.status_code
 
 
-async def test_a_range_ending_in_year_one_has_no_candles(apache_api: httpx.AsyncClient) -> None:
+async def test_a_range_ending_in_year_one_has_no_candles(history_api: httpx.AsyncClient) -> None:
     """An end so early that the default start would precede year 1 answers an empty list."""
     params = {"end": "0001-01-01T02:00:00Z"}
-    response = await apache_api.get("/prices/kraken/btcusd/candles", params=params)
+    response = await history_api.get("/prices/kraken/btcusd/candles", params=params)
 
     assert (200, []) == (response.status_code, response.json()["candles"])

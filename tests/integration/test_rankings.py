@@ -12,13 +12,14 @@ import pytest
 from collector.ticks import Tick
 from collector.writer import write_ticks
 from tests.api_server import serve_api
+from tests.integration.comparing import mismatches
 from tests.integration.history import (
     ANCHOR,
     EXCHANGES,
     PAIRS_PER_EXCHANGE,
+    api_settings,
     refresh_candles,
     refresh_rankings,
-    settings_for,
 )
 
 RAW_STATS = """
@@ -32,43 +33,19 @@ RANKED_STATS = """
     FROM volatility_ranking('cv', %(end)s) ORDER BY 1, 2"""
 
 
-async def mismatches(api: httpx.AsyncClient) -> list[str]:
-    """Pairs whose ranking row disagrees with /prices: stdv beyond 1e-9, rank, or counts."""
-    ranking = (await api.get("/rankings")).json()
-    problems = []
-    for row in ranking["rankings"]:
-        prices = (await api.get(f"/prices/{row['exchange']}/{row['symbol']}")).json()
-        values = [tick["price"] for tick in prices["prices"]]
-        if abs(row["stdv"] - prices["stdv"]) >= 1e-9 * prices["stdv"]:
-            problems.append(f"{row['symbol']}: stdv {row['stdv']} != {prices['stdv']}")
-        seen = (row["rank"], ranking["ranked"], row["count"], row["first"], row["last"])
-        wanted = (prices["rank"], prices["ranked"], len(values), values[0], values[-1])
-        if seen != wanted or (row["min"], row["max"]) != (min(values), max(values)):
-            problems.append(f"{row['exchange']} {row['symbol']}: {seen} != {wanted}")
-    return problems
-
-
-async def test_ranking_statistics_equal_prices_on_the_apache_edition(
-    apache_api: httpx.AsyncClient,
-) -> None:
-    """Every ranked pair's stdv, rank, count, min, max, first and last match /prices."""
-    assert [] == await mismatches(apache_api)
-
-
-async def test_ranking_statistics_equal_prices_on_the_licensed_edition(
-    licensed_api: httpx.AsyncClient,
-) -> None:
-    """On the continuous aggregates too, every ranked pair's statistics match /prices."""
-    assert [] == await mismatches(licensed_api)
+async def test_ranking_statistics_equal_prices(history_api: httpx.AsyncClient) -> None:
+    """Every ranked pair's stdv, rank, count, min, max, first and last match /prices, from the
+    candle tables (apache mode) or the continuous aggregates (timescale mode)."""
+    assert [] == await mismatches(history_api)
 
 
 @pytest.mark.parametrize("minutes_back", [0, 61.5, 127.25, 400.8, 1376.9])
 async def test_windows_cut_mid_bucket_give_the_raw_ticks_statistics(
-    apache_history: str, minutes_back: float
+    history: str, minutes_back: float
 ) -> None:
     """volatility_ranking over a window whose edges cut 5-minute buckets equals raw SQL."""
     end = ANCHOR - timedelta(minutes=minutes_back)
-    async with await psycopg.AsyncConnection.connect(apache_history) as conn:
+    async with await psycopg.AsyncConnection.connect(history) as conn:
         raw = await (await conn.execute(RAW_STATS, {"end": end})).fetchall()
         ranked = await (await conn.execute(RANKED_STATS, {"end": end})).fetchall()
 
@@ -80,10 +57,10 @@ async def test_windows_cut_mid_bucket_give_the_raw_ticks_statistics(
     )
 
 
-async def test_rankings_are_by_cv_unless_stdv_is_asked_for(apache_api: httpx.AsyncClient) -> None:
+async def test_rankings_are_by_cv_unless_stdv_is_asked_for(history_api: httpx.AsyncClient) -> None:
     """The default order is cv descending; by=stdv orders by stdv descending."""
-    by_cv = (await apache_api.get("/rankings")).json()["rankings"]
-    by_stdv = (await apache_api.get("/rankings", params={"by": "stdv"})).json()["rankings"]
+    by_cv = (await history_api.get("/rankings")).json()["rankings"]
+    by_stdv = (await history_api.get("/rankings", params={"by": "stdv"})).json()["rankings"]
 
     assert sorted(-r["cv"] for r in by_cv) == [-r["cv"] for r in by_cv]
     assert sorted(-r["stdv"] for r in by_stdv) == [-r["stdv"] for r in by_stdv]
@@ -91,11 +68,11 @@ async def test_rankings_are_by_cv_unless_stdv_is_asked_for(apache_api: httpx.Asy
     assert [r["cv"] for r in by_cv] == [r["stdv"] / r["mean"] for r in by_cv]
 
 
-async def test_rankings_page_and_filter_by_exchange(apache_api: httpx.AsyncClient) -> None:
+async def test_rankings_page_and_filter_by_exchange(history_api: httpx.AsyncClient) -> None:
     """limit and offset cut a page; an exchange filter keeps its pairs, ranked among all."""
-    everything = (await apache_api.get("/rankings")).json()
-    page = (await apache_api.get("/rankings", params={"limit": 3, "offset": 2})).json()
-    kraken = (await apache_api.get("/rankings", params={"exchange": "Kraken"})).json()
+    everything = (await history_api.get("/rankings")).json()
+    page = (await history_api.get("/rankings", params={"limit": 3, "offset": 2})).json()
+    kraken = (await history_api.get("/rankings", params={"exchange": "Kraken"})).json()
 
     assert len(EXCHANGES) * PAIRS_PER_EXCHANGE == everything["ranked"]
     assert everything["rankings"][2:5] == page["rankings"]
@@ -103,9 +80,9 @@ async def test_rankings_page_and_filter_by_exchange(apache_api: httpx.AsyncClien
     assert (PAIRS_PER_EXCHANGE, "kraken") == (kraken["ranked"], kraken["exchange"])
 
 
-async def test_change_pct_is_from_first_to_last(apache_api: httpx.AsyncClient) -> None:
+async def test_change_pct_is_from_first_to_last(history_api: httpx.AsyncClient) -> None:
     """change_pct is (last - first) / first in percent."""
-    rows = (await apache_api.get("/rankings")).json()["rankings"]
+    rows = (await history_api.get("/rankings")).json()["rankings"]
 
     expected = [(r["last"] - r["first"]) / r["first"] * 100 for r in rows]
     assert all(map(math.isclose, expected, [r["change_pct"] for r in rows]))
@@ -116,10 +93,10 @@ async def test_change_pct_is_from_first_to_last(apache_api: httpx.AsyncClient) -
     [{"by": "variance"}, {"limit": 0}, {"limit": 1001}, {"offset": -1}, {"exchange": "no/such"}],
 )
 async def test_bad_parameters_answer_400(
-    apache_api: httpx.AsyncClient, params: dict[str, Any]
+    history_api: httpx.AsyncClient, params: dict[str, Any]
 ) -> None:
     """An unknown `by`, a limit out of 1..1000, a negative offset or a bad exchange is a 400."""
-    response = await apache_api.get("/rankings", params=params)
+    response = await history_api.get("/rankings", params=params)
 
     assert 400 == response.status_code
 
@@ -136,36 +113,34 @@ async def add_pair(url: str, symbol: str, minutes_ago: list[float]) -> None:
 
 
 async def test_a_pair_with_one_tick_is_not_ranked(
-    apache_api: httpx.AsyncClient, apache_history: str
+    history_api: httpx.AsyncClient, history: str
 ) -> None:
     """/prices of a pair with a single tick in 24 hours has rank null and the ranked count."""
-    async with await psycopg.AsyncConnection.connect(apache_history, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(history, autocommit=True) as conn:
         await conn.execute(
             "WITH m AS (INSERT INTO markets (exchange, symbol, base, quote, first_seen, last_seen)"
             " VALUES ('kraken', 'newusd', 'NEW', 'USD', now(), now()) RETURNING id)"
             " INSERT INTO ticks (time, market_id, price) SELECT now() - interval '1 minute', id, 1"
             " FROM m"
         )
-    await refresh_rankings(settings_for(apache_history))
+    await refresh_rankings(history)
 
-    body = (await apache_api.get("/prices/kraken/newusd")).json()
+    body = (await history_api.get("/prices/kraken/newusd")).json()
 
     assert (None, len(EXCHANGES) * PAIRS_PER_EXCHANGE) == (body["rank"], body["ranked"])
 
 
 async def test_a_pair_new_since_the_last_refresh_is_ranked_by_the_next(
-    apache_api: httpx.AsyncClient, apache_history: str
+    history_api: httpx.AsyncClient, history: str
 ) -> None:
     """A pair written after the refresh has rank null in /prices until the next refresh."""
-    await add_pair(apache_history, "newusd", [3, 2, 1])
-    before = (await apache_api.get("/prices/kraken/newusd")).json()
-    settings = settings_for(apache_history)
+    await add_pair(history, "newusd", [3, 2, 1])
+    before = (await history_api.get("/prices/kraken/newusd")).json()
+    await refresh_candles(history, datetime.now(UTC) - timedelta(minutes=10))
+    await refresh_rankings(history)
 
-    await refresh_candles(settings, "apache", datetime.now(UTC) - timedelta(minutes=10))
-    await refresh_rankings(settings)
-
-    after = (await apache_api.get("/prices/kraken/newusd")).json()
-    ranking = (await apache_api.get("/rankings", params={"limit": 1000})).json()
+    after = (await history_api.get("/prices/kraken/newusd")).json()
+    ranking = (await history_api.get("/rankings", params={"limit": 1000})).json()
     ranks = {row["symbol"]: row["rank"] for row in ranking["rankings"]}
     assert (None, len(EXCHANGES) * PAIRS_PER_EXCHANGE) == (before["rank"], before["ranked"])
     assert (ranks["newusd"], ranking["ranked"]) == (after["rank"], after["ranked"])
@@ -176,15 +151,15 @@ async def test_a_refresh_replaces_the_previous_ranking_entirely(database_url: st
     """A pair ranked over an earlier window and absent from the new one leaves the ranking."""
     await add_pair(database_url, "oldusd", [25 * 60, 24.5 * 60, 24.2 * 60])
     await add_pair(database_url, "nowusd", [30, 20, 10])
-    await refresh_candles(settings_for(database_url), "apache", ANCHOR - timedelta(hours=26))
+    await refresh_candles(database_url, ANCHOR - timedelta(hours=26))
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await conn.execute("SELECT refresh_rankings(now() - interval '1 hour')")
-    async with serve_api(settings_for(database_url)) as api:
+    async with serve_api(api_settings(database_url)) as api:
         earlier = (await api.get("/rankings")).json()
 
-    await refresh_rankings(settings_for(database_url))
+    await refresh_rankings(database_url)
 
-    async with serve_api(settings_for(database_url)) as api:
+    async with serve_api(api_settings(database_url)) as api:
         later = (await api.get("/rankings")).json()
         prices = (await api.get("/prices/kraken/oldusd")).status_code
     assert (["oldusd"], 1) == ([r["symbol"] for r in earlier["rankings"]], earlier["ranked"])

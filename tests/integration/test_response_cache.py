@@ -10,7 +10,7 @@ from collector.ticks import Tick
 from collector.writer import write_ticks
 from datatracker.settings import load_settings
 from tests.api_server import serve_api, until_cache_listens
-from tests.integration.history import refresh_candles, refresh_rankings, settings_for
+from tests.integration.history import refresh_candles, refresh_rankings
 from tests.tcp_proxy import TcpProxy
 
 PRICES = "/prices/kraken/btcusd"
@@ -86,11 +86,11 @@ async def test_a_ranking_refresh_is_served_once_announced(
     """/rankings and the rank in /prices follow the stored ranking's refresh."""
     minutes = [now - timedelta(minutes=m) for m in (3, 2, 1)]
     await write_ticks(conn, [btc(at, 100.0 + i) for i, at in enumerate(minutes)])
-    await refresh_candles(settings_for(database_url), "apache", since=minutes[0])
+    await refresh_candles(database_url, since=minutes[0])
     assert 0 == (await api.get("/rankings")).json()["ranked"]
     assert (await api.get(PRICES)).json()["rank"] is None
 
-    await refresh_rankings(settings_for(database_url))
+    await refresh_rankings(database_url)
 
     for _ in range(40):
         if (await api.get("/rankings")).json()["ranked"] == 1:
@@ -107,12 +107,12 @@ async def test_a_ranking_refresh_keeps_the_prices(
     (shown here with a write that the ticks' announcement, dropped, does not tell)."""
     minutes = [now - timedelta(minutes=m) for m in (3, 2, 1)]
     await write_ticks(conn, [btc(at, 100.0 + i) for i, at in enumerate(minutes)])
-    await refresh_candles(settings_for(database_url), "apache", since=minutes[0])
+    await refresh_candles(database_url, since=minutes[0])
     before = (await api.get(PRICES)).json()
     await conn.execute("DROP TRIGGER ticks_changed ON ticks")
     await write_ticks(conn, [btc(now, 103.0)])
 
-    await refresh_rankings(settings_for(database_url))
+    await refresh_rankings(database_url)
 
     for _ in range(40):
         after = (await api.get(PRICES)).json()
