@@ -1,9 +1,10 @@
-"""db/init.sql on a real TimescaleDB: idempotence, the hypertable, and the group roles' grants."""
+"""The schema on a real TimescaleDB: migrations (idempotent, upgrading a database in use, one at
+a time), the hypertable, and the group roles' grants."""
 
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -11,9 +12,15 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from datatracker.schema import apply_schema
+from datatracker.schema import migrate, migrations
+from tests.conftest import as_role, bootstrap, execute, with_dbname
 
 TICK_TIME = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+# Every row a user's data could have: markets, the run records and the ticks.
+CONTENTS = """
+    SELECT (SELECT count(*) FROM markets), (SELECT count(*) FROM collector_runs),
+           (SELECT count(*) FROM ticks)"""
 
 CATALOG_QUERIES = {
     "tables": "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'",
@@ -25,6 +32,7 @@ CATALOG_QUERIES = {
     "hypertables": "SELECT * FROM timescaledb_information.hypertables",
     "dimensions": "SELECT * FROM timescaledb_information.dimensions",
     "roles": "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'tracker\\_%'",
+    "versions": "SELECT version, name FROM schema_migrations",
     "grants": """
         SELECT relname, relacl::text FROM pg_class
         WHERE relnamespace = 'public'::regnamespace AND relacl IS NOT NULL
@@ -78,15 +86,71 @@ async def member_of(
         await conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-async def test_applying_the_schema_again_changes_nothing(
+@pytest.fixture
+def empty_database_url(database_server: str) -> Iterator[str]:
+    """A new database prepared as the Docker image's first start prepares it (db/init.sql and
+    db/create-users.sh), without the schema: what `migrate` meets on a first deployment."""
+    name = f"datatracker_empty_{secrets.token_hex(4)}"
+    execute(database_server, "CREATE DATABASE {}", name)
+    url = with_dbname(database_server, name)
+    bootstrap(url)
+    yield url
+    execute(database_server, "DROP DATABASE {} WITH (FORCE)", name)
+
+
+async def test_migrating_again_changes_nothing(
     conn: psycopg.AsyncConnection, database_url: str
 ) -> None:
-    """A second run of db/init.sql leaves tables, indexes, hypertables and grants unchanged."""
+    """A second migrate leaves tables, indexes, hypertables, grants and versions unchanged."""
     expected = await catalog_snapshot(conn)
 
-    await asyncio.to_thread(apply_schema, database_url)
+    applied = await asyncio.to_thread(migrate, database_url)
 
-    assert expected == await catalog_snapshot(conn)
+    assert ([], expected) == (applied, await catalog_snapshot(conn))
+
+
+async def test_a_database_of_the_previous_version_is_upgraded_without_losing_data(
+    empty_database_url: str,
+) -> None:
+    """A database built by the previous release's db/init.sql (migration 0001, no version
+    table) and holding data is brought to the current version; every row stays and the
+    collector writes on."""
+    url = empty_database_url
+    previous = migrations()[0]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(previous.sql.encode())  # as the image's first start ran it
+        market_id = await insert_market(conn)
+        await insert_tick(conn, market_id)
+        await conn.execute(
+            "INSERT INTO collector_runs VALUES (%s, 'kraken', true, 1, 1, 0, 0.1, NULL)",
+            [TICK_TIME],
+        )
+        before = await (await conn.execute(CONTENTS)).fetchall()
+
+    applied = await asyncio.to_thread(migrate, url)
+
+    async with await psycopg.AsyncConnection.connect(as_role(url, "collector")) as collector:
+        await collector.execute(
+            "INSERT INTO ticks (time, market_id, price) VALUES (%s, %s, 1.5)",
+            [TICK_TIME.replace(hour=13), market_id],
+        )
+        await collector.commit()
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        after = await (await conn.execute(CONTENTS)).fetchall()
+        versions = await (await conn.execute("SELECT version FROM schema_migrations")).fetchall()
+    assert [f"{m.version:04d}_{m.name}" for m in migrations()[1:]] == applied
+    assert [(m.version,) for m in migrations()] == sorted(versions)
+    assert before[0][:2] == after[0][:2] and before[0][2] + 1 == after[0][2]
+
+
+async def test_two_migrations_at_once_apply_each_step_once(empty_database_url: str) -> None:
+    """Two `migrate` runs started together take turns: one applies every step, the other none."""
+    first, second = await asyncio.gather(
+        asyncio.to_thread(migrate, empty_database_url),
+        asyncio.to_thread(migrate, empty_database_url),
+    )
+
+    assert [len(migrations()), 0] == sorted([len(first), len(second)], reverse=True)
 
 
 async def test_ticks_is_a_hypertable_partitioned_on_time(conn: psycopg.AsyncConnection) -> None:
