@@ -140,7 +140,8 @@ async def test_a_database_of_the_previous_version_is_upgraded_without_losing_dat
         versions = await (await conn.execute("SELECT version FROM schema_migrations")).fetchall()
     assert [f"{m.version:04d}_{m.name}" for m in migrations()[1:]] == applied
     assert [(m.version,) for m in migrations()] == sorted(versions)
-    assert before[0][:2] == after[0][:2] and before[0][2] + 1 == after[0][2]
+    assert [(1, 1, 1)] == before
+    assert [(1, 1, 2)] == after
 
 
 async def test_two_migrations_at_once_apply_each_step_once(empty_database_url: str) -> None:
