@@ -13,6 +13,7 @@ from collector.writer import write_ticks
 from datatracker.schema import migrate
 from datatracker.settings import load_settings
 from tests.api_server import serve_api
+from tests.conftest import TIMESCALEDB_IMAGE, run_server
 from tests.integration.comparing import differences
 from tests.integration.history import ANCHOR, api_settings, refresh_rankings
 from tests.integration.retention import chunk_edges, run_jobs
@@ -76,6 +77,11 @@ async def test_migrate_creates_the_policies_and_continuous_aggregates(database_u
 
     assert expected == await fetch(database_url, JOBS)
     assert [("tracker_candles",)] == owners
+
+
+def test_this_run_has_the_timescaledb_compose_deploys() -> None:
+    """The Timescale-License run tests the TimescaleDB version docker-compose.yml pins."""
+    assert f"timescaledb:{run_server().version}-" in TIMESCALEDB_IMAGE
 
 
 async def test_candles_are_real_time_continuous_aggregates(database_url: str) -> None:

@@ -1,0 +1,87 @@
+"""docker-compose.yml, checked as far as it can be without a Docker engine: commands that
+exist, settings the programs accept, the tested TimescaleDB, a TCP healthcheck, and the order
+init scripts → migrate → services."""
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from datatracker.settings import Settings
+from tests.conftest import TIMESCALEDB_IMAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+OURS = [name for name, service in SERVICES.items() if "build" in service]
+# The TimescaleDB CI builds for the Timescale-License run (.ci/run).
+TESTED_TIMESCALEDB = "2.28.3"
+# What libpq reads from the environment beside DATABASE_URL.
+LIBPQ_VARIABLES = {"PGPASSWORD"}
+
+
+def test_our_services_are_the_migrations_the_collector_and_the_api() -> None:
+    """The services built from this repository are migrate, collector and api."""
+    assert ["migrate", "collector", "api"] == OURS
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_each_command_names_a_runnable_module(name: str) -> None:
+    """Each service runs `python -m <module> [command]` for a module with a __main__ that
+    knows the command."""
+    command = SERVICES[name]["command"]
+    python, flag, module, *rest = command
+
+    assert ("python", "-m") == (python, flag)
+    assert importlib.util.find_spec(f"{module}.__main__") is not None
+    main = (ROOT / module / "__main__.py").read_text()
+    assert all(f'"{word}"' in main for word in rest)
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_each_variable_set_is_a_setting_the_programs_accept(name: str) -> None:
+    """Every environment variable a service sets is a field of Settings or one libpq reads."""
+    accepted = {field.upper() for field in Settings.model_fields} | LIBPQ_VARIABLES
+    variables = set(SERVICES[name].get("environment", {}))
+
+    assert set() == variables - accepted
+
+
+def test_the_image_runs_the_timescaledb_ci_tests() -> None:
+    """The database image's TimescaleDB version is the one CI builds and tests with."""
+    image = SERVICES["timescaledb"]["image"]
+    match = re.fullmatch(r"timescale/timescaledb:(\d+\.\d+\.\d+)-pg\d+", image)
+
+    assert match is not None
+    assert (TESTED_TIMESCALEDB, TIMESCALEDB_IMAGE) == (match[1], image)
+    shared_build = ROOT.parent / "shared" / "timescaledb" / "build.sh"
+    if shared_build.exists():  # beside a CI checkout: the version it builds
+        assert f"version={TESTED_TIMESCALEDB}" in shared_build.read_text()
+
+
+def test_the_database_healthcheck_goes_over_tcp() -> None:
+    """The healthcheck asks 127.0.0.1, not the socket the init scripts' server listens on."""
+    check = " ".join(SERVICES["timescaledb"]["healthcheck"]["test"])
+
+    assert re.search(r"pg_isready .*-h 127\.0\.0\.1", check)
+
+
+def test_init_scripts_then_migrate_then_the_services() -> None:
+    """The image's first start runs db/init.sql before db/create-users.sh; migrate waits for a
+    healthy database; the collector and the API wait for migrate to succeed."""
+    mounts = [
+        volume.split(":")
+        for volume in SERVICES["timescaledb"]["volumes"]
+        if "docker-entrypoint-initdb.d" in volume
+    ]
+    order = [source for source, target, *_ in sorted(mounts, key=lambda mount: mount[1])]
+
+    assert ["./db/init.sql", "./db/create-users.sh"] == order
+    assert {"timescaledb": {"condition": "service_healthy"}} == SERVICES["migrate"]["depends_on"]
+    for name in ("collector", "api"):
+        waits = SERVICES[name]["depends_on"]["migrate"]
+        assert {"condition": "service_completed_successfully"} == waits
+    assert "no" == SERVICES["migrate"]["restart"]
