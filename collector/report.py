@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from collector.errors import storable
 from collector.ticks import Tick
 
 
@@ -17,6 +18,9 @@ class ExchangeOutcome:
     fetch_seconds: float = 0.0
     error: str | None = None
     written: int = 0
+    # Set when the failure was not one an exchange is expected to cause: logged with its
+    # traceback. Never spooled.
+    unexpected: BaseException | None = None
 
 
 @dataclass(slots=True)
@@ -51,5 +55,5 @@ class CycleReport:
             "written": [o.written for o in outcomes],
             "dropped": [o.dropped for o in outcomes],
             "fetch_seconds": [o.fetch_seconds for o in outcomes],
-            "error": [o.error for o in outcomes],
+            "error": [None if o.error is None else storable(o.error) for o in outcomes],
         }

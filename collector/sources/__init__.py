@@ -1,6 +1,6 @@
 """Where prices come from: live exchanges through ccxt, or a simulated random walk."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -24,13 +24,19 @@ class PriceSource(Protocol):
     """What the collector needs of a source of prices."""
 
     exchanges: tuple[str, ...]
+    # Failures an exchange is expected to cause (network, HTTP, rate limits): logged in one
+    # line. Any other exception from fetch_quotes is logged with its traceback.
+    expected_errors: tuple[type[Exception], ...]
 
     async def fetch_quotes(self, exchange: str, at: datetime) -> list[Quote]:
         """Every pair's current price on one exchange (`at` is the cycle's instant)."""
         ...
 
-    def history(self, start: datetime, end: datetime) -> AsyncIterator[HistoryBatch]:
-        """Ticks for every pair on every exchange between start and end, in batches."""
+    def history(
+        self, start: datetime, end: datetime, exchanges: Iterable[str] | None = None
+    ) -> AsyncIterator[HistoryBatch]:
+        """Ticks for every pair on `exchanges` (all by default) between start and end, in
+        batches."""
         ...
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import ccxt.async_support as ccxt
 
 from collector.sources import HistoryBatch
-from collector.ticks import Quote, Tick, valid_price
+from collector.ticks import Quote, Tick, exchange_time, valid_price
 from datatracker.symbols import normalise_symbol
 
 log = logging.getLogger(__name__)
@@ -87,20 +87,38 @@ def point_at(exchange: Any, base_url: str) -> None:
     exchange.urls["api"] = rewrite(exchange.urls["api"])
 
 
-def _utc(milliseconds: int | float | None) -> datetime | None:
-    return None if milliseconds is None else datetime.fromtimestamp(milliseconds / 1000, UTC)
-
-
 def quotes_from_tickers(markets: dict[str, Any], tickers: dict[str, Any]) -> list[Quote]:
-    """A quote per spot market in ccxt's unified tickers (its last price, or close)."""
+    """A quote per spot market in ccxt's unified tickers (its last price, or close).
+
+    Values are checked row by row later (`normalise`); a timestamp that is no sane time
+    becomes None here, so one bad row never costs the exchange its cycle.
+    """
     quotes = []
     for symbol, ticker in tickers.items():
         market = markets.get(symbol)
-        if not market or not market.get("spot"):
+        if not market or not market.get("spot") or not isinstance(ticker, dict):
             continue
         price = ticker.get("last") if ticker.get("last") is not None else ticker.get("close")
-        quotes.append(Quote(market["base"], market["quote"], price, _utc(ticker.get("timestamp"))))
+        sent = exchange_time(ticker.get("timestamp"))
+        quotes.append(Quote(market.get("base"), market.get("quote"), price, sent))
     return quotes
+
+
+def candle_ticks(
+    exchange: str, base: str, quote: str, candles: list[Any], since: int, until: int
+) -> list[Tick]:
+    """A tick per 1-minute candle closing in (since, until] ms, at its close; bad rows skipped."""
+    symbol = normalise_symbol(base, quote)
+    ticks: dict[int, Tick] = {}
+    for candle in candles:
+        opened = candle[0] if isinstance(candle, list | tuple) and len(candle) > 4 else None
+        if isinstance(opened, bool) or not isinstance(opened, int | float):
+            continue
+        closed, price = int(opened) + 60_000, valid_price(candle[4])
+        when = exchange_time(closed)
+        if price is not None and when is not None and since < closed <= until:
+            ticks[closed] = Tick(when, exchange, symbol, base, quote, price)
+    return [ticks[closed] for closed in sorted(ticks)]
 
 
 class LiveSource:
@@ -116,6 +134,11 @@ class LiveSource:
         rate_limit: bool = True,
     ) -> None:
         self.exchanges = tuple(exchanges)
+        self.expected_errors: tuple[type[Exception], ...] = (
+            ccxt.BaseError,
+            RateLimitedError,
+            EmptyTickersError,
+        )
         self._clients = {
             name: create_exchange(name, timeout_seconds=timeout_seconds, rate_limit=rate_limit)
             for name in self.exchanges
@@ -158,21 +181,17 @@ class LiveSource:
             symbol, "1m", since=since, params={"paginate": True, "until": until}
         )
         # A 1-minute candle's close is the price at its end: that is the cycle instant.
-        base, quote = market["base"], market["quote"]
-        symbol_name = normalise_symbol(base, quote)
-        ticks: dict[int, Tick] = {}
-        for opened, _open, _high, _low, close, *_ in candles:
-            closed, price = opened + 60_000, valid_price(close)
-            if price is not None and since < closed <= until:
-                when = datetime.fromtimestamp(closed / 1000, UTC)
-                ticks[closed] = Tick(when, exchange, symbol_name, base, quote, price)
-        return [ticks[closed] for closed in sorted(ticks)]
+        return candle_ticks(exchange, market["base"], market["quote"], candles, since, until)
 
-    async def history(self, start: datetime, end: datetime) -> AsyncIterator[HistoryBatch]:
-        """Ticks from each spot market's 1-minute candles, a batch per market."""
+    async def history(
+        self, start: datetime, end: datetime, exchanges: Iterable[str] | None = None
+    ) -> AsyncIterator[HistoryBatch]:
+        """Ticks from each spot market's 1-minute candles, a batch per market, of `exchanges`
+        (all by default)."""
+        names = self.exchanges if exchanges is None else tuple(exchanges)
         symbols = {
             exchange: [s for s, m in (await self._markets(exchange)).items() if m.get("spot")]
-            for exchange in self.exchanges
+            for exchange in names
         }
         total = sum(len(names) for names in symbols.values())
         batches: asyncio.Queue[list[Tick]] = asyncio.Queue()
@@ -187,7 +206,7 @@ class LiveSource:
                 finally:
                     await batches.put(ticks)
 
-        tasks = [asyncio.create_task(backfill_exchange(name)) for name in self.exchanges]
+        tasks = [asyncio.create_task(backfill_exchange(name)) for name in names]
         try:
             for done in range(1, total + 1):
                 yield HistoryBatch(await batches.get(), done, total)

@@ -92,6 +92,7 @@ class SimulatedSource:
 
     def __init__(self, exchanges: Iterable[str], *, pairs_per_exchange: int, seed: int) -> None:
         self.exchanges = tuple(exchanges)
+        self.expected_errors: tuple[type[Exception], ...] = ()
         self.pairs = catalogue(pairs_per_exchange)
         self._seed = seed
         premium = random.Random(f"{seed}:premium")
@@ -145,15 +146,19 @@ class SimulatedSource:
         self.advance(at)
         return self.quotes(exchange)
 
-    async def history(self, start: datetime, end: datetime) -> AsyncIterator[HistoryBatch]:
-        """The walk minute by minute from `start` (exclusive) to `end`, a batch per minute."""
+    async def history(
+        self, start: datetime, end: datetime, exchanges: Iterable[str] | None = None
+    ) -> AsyncIterator[HistoryBatch]:
+        """The walk minute by minute from `start` (exclusive) to `end`, a batch per minute, of
+        `exchanges` (all by default)."""
+        names = self.exchanges if exchanges is None else tuple(exchanges)
         total = int((end - start) / STEP)
         for step in range(1, total + 1):
             at = start + step * STEP
             self.advance(at)
             ticks = [
                 tick
-                for exchange in self.exchanges
+                for exchange in names
                 for tick in normalise(exchange, at, self.quotes(exchange)).ticks
             ]
             yield HistoryBatch(ticks, step, total)
