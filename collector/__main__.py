@@ -20,6 +20,9 @@ log = logging.getLogger("collector")
 
 # `once` and `backfill` are run by hand or by scripts: fail rather than wait forever.
 COMMAND_DB_TIMEOUT_SECONDS = 30.0
+# How long a write waits for a connection before the writer counts the database as gone
+# (and tries again a second later); it never holds up a fetch.
+POOL_WAIT_SECONDS = 10.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,10 +41,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 async def main(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command or "run"
     source = build_source(settings)
-    pool = create_pool(settings.database_url, max_size=2, name="collector")
+    # The writer, upkeep, a gap being filled and retention: at most three at once.
+    pool = create_pool(
+        settings.database_url, max_size=3, name="collector", timeout=POOL_WAIT_SECONDS
+    )
     try:
-        timeout = None if command == "run" else COMMAND_DB_TIMEOUT_SECONDS
-        await wait_for_database(settings.database_url, give_up_after=timeout)
+        if command == "run":
+            # Collecting starts whether or not the database answers: cycles wait in the spool.
+            await pool.open(wait=False)
+            await serve(settings, source, pool)
+            return 0
+        await wait_for_database(settings.database_url, give_up_after=COMMAND_DB_TIMEOUT_SECONDS)
         await pool.open(wait=True)
         interval = settings.collect_interval_seconds
         now = cycle_instant(datetime.now(UTC), interval)
@@ -54,11 +64,8 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             await (await start_maintenance(settings, pool)).after_cycles(now, now)
             return 1 if report.failed else 0
-        if command == "backfill":
-            filled = await backfill(source, pool, now, args.hours)
-            await (await start_maintenance(settings, pool)).after_cycles(filled.start, now)
-            return 0
-        await serve(settings, source, pool)
+        filled = await backfill(source, pool, now, args.hours)
+        await (await start_maintenance(settings, pool)).after_cycles(filled.start, now)
         return 0
     finally:
         await source.close()
@@ -74,8 +81,8 @@ def run(argv: list[str]) -> int:
     except UnknownExchangeError as error:
         log.error("configuration error: %s", error)
         return 2
-    except Exception as error:
-        log.error("collector stopped: %s: %s", type(error).__name__, error)
+    except Exception:
+        log.exception("collector stopped")
         return 1
 
 

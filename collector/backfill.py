@@ -3,6 +3,7 @@
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,9 +31,14 @@ class BackfillReport:
 
 
 async def backfill(
-    source: PriceSource, pool: AsyncConnectionPool, end: datetime, hours: float
+    source: PriceSource,
+    pool: AsyncConnectionPool,
+    end: datetime,
+    hours: float,
+    exchanges: Iterable[str] | None = None,
 ) -> BackfillReport:
-    """Write the source's history for the `hours` before `end`; stored ticks stay as they are."""
+    """Write the source's history of `exchanges` (all by default) for the `hours` before `end`;
+    stored ticks stay as they are."""
     started = time.monotonic()
     start = end - timedelta(hours=hours)
     fetched = written = 0
@@ -45,7 +51,7 @@ async def backfill(
         pending.clear()
 
     with tqdm(desc="backfill", unit="step", disable=None, file=sys.stderr) as progress:
-        async for batch in source.history(start, end):
+        async for batch in source.history(start, end, exchanges):
             progress.total = batch.total
             progress.update(batch.done - progress.n)
             pending.extend(batch.ticks)

@@ -13,6 +13,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from collector.errors import UNREACHABLE, describe
 from collector.report import CycleReport, ExchangeOutcome
 from collector.sources import PriceSource
 from collector.store import Store
@@ -31,12 +32,6 @@ def cycle_instant(now: datetime, interval_seconds: int) -> datetime:
     """The cycle `now` belongs to: `now` floored to a multiple of the interval since the epoch."""
     seconds = (now + EARLY_TOLERANCE).timestamp()
     return datetime.fromtimestamp(seconds - seconds % interval_seconds, UTC)
-
-
-def describe(error: BaseException) -> str:
-    """An exception as one short line: its class and the first line of its message."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {message[:200]}" if message else type(error).__name__
 
 
 def backoff(state: RetryCallState) -> float:
@@ -75,6 +70,8 @@ async def fetch_exchange(
         outcome.error = f"no answer within {timeout_seconds:g} s"
     except Exception as error:  # ccxt raises its own errors and leaks plain ones on bad bodies
         outcome.error = describe(error)
+        if not isinstance(error, (*source.expected_errors, OSError)):
+            outcome.unexpected = error
     else:
         normalised = normalise(exchange, at, quotes)
         outcome.ticks, outcome.dropped = normalised.ticks, normalised.dropped
@@ -82,8 +79,8 @@ async def fetch_exchange(
     return outcome
 
 
-def log_outcome(outcome: ExchangeOutcome, stored: bool) -> None:
-    """One line per exchange per cycle."""
+def log_outcome(outcome: ExchangeOutcome) -> None:
+    """One line per exchange per cycle; an unexpected failure with its traceback."""
     tries = f" ({outcome.attempts} attempts)" if outcome.attempts > 1 else ""
     if outcome.error:
         log.warning(
@@ -92,14 +89,13 @@ def log_outcome(outcome: ExchangeOutcome, stored: bool) -> None:
             outcome.fetch_seconds,
             tries,
             outcome.error,
+            exc_info=outcome.unexpected,
         )
         return
     dropped = f", {outcome.dropped} dropped" if outcome.dropped else ""
-    done = f"{outcome.written} ticks written" if stored else f"{len(outcome.ticks)} ticks buffered"
     log.info(
-        "%s: %s of %d fetched in %.2f s%s%s",
+        "%s: %d ticks fetched in %.2f s%s%s",
         outcome.exchange,
-        done,
         len(outcome.ticks),
         outcome.fetch_seconds,
         tries,
@@ -107,37 +103,43 @@ def log_outcome(outcome: ExchangeOutcome, stored: bool) -> None:
     )
 
 
-async def run_cycle(
-    source: PriceSource, store: Store, at: datetime, *, timeout_seconds: float
-) -> CycleReport:
-    """Fetch every exchange for instant `at` and store the cycle in one write.
-
-    A failing exchange is logged and recorded in collector_runs; while the database
-    is unreachable the store keeps the cycle for later (`report.stored` is False).
-    """
+async def fetch_cycle(source: PriceSource, at: datetime, *, timeout_seconds: float) -> CycleReport:
+    """Fetch every exchange concurrently for instant `at`; failures are recorded, not raised."""
     outcomes = await asyncio.gather(
         *(fetch_exchange(source, name, at, timeout_seconds) for name in source.exchanges)
     )
-    report = CycleReport(at, list(outcomes))
-    report.stored = await store.save(report)
     for outcome in outcomes:
-        log_outcome(outcome, report.stored)
-    when = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    failed = len(report.failed)
-    if report.stored:
-        log.info(
-            "cycle %s: %d ticks written from %d exchanges (%d failed) in %.3f s of database time",
-            when,
-            report.written,
-            len(outcomes),
-            failed,
-            report.write_seconds,
-        )
-    else:
-        log.info(
-            "cycle %s: %d ticks kept for later (%d in the backlog)",
-            when,
-            report.fetched,
-            store.backlog_ticks,
-        )
+        log_outcome(outcome)
+    return CycleReport(at, list(outcomes))
+
+
+def log_written(report: CycleReport, waiting: str = "") -> None:
+    """One line per cycle written."""
+    log.info(
+        "cycle %s: %d ticks written from %d exchanges (%d failed) in %.3f s of database time%s",
+        report.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        report.written,
+        len(report.outcomes),
+        len(report.failed),
+        report.write_seconds,
+        waiting,
+    )
+
+
+async def run_cycle(
+    source: PriceSource, store: Store, at: datetime, *, timeout_seconds: float
+) -> CycleReport:
+    """Fetch every exchange for instant `at` and write the cycle at once, in one transaction.
+
+    For `python -m collector once` and tests; the running collector spools its cycles
+    instead (collector/backlog.py). While the database is unreachable the cycle is not
+    stored (`report.stored` is False); any other database error is raised.
+    """
+    report = await fetch_cycle(source, at, timeout_seconds=timeout_seconds)
+    try:
+        await store.write(report)
+    except UNREACHABLE as error:
+        log.error("cycle %s not written: database unreachable (%s)", at, describe(error))
+        return report
+    log_written(report)
     return report

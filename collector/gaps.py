@@ -12,10 +12,11 @@ from collector.writer import QUERIES
 log = logging.getLogger("collector")
 
 
-async def newest_tick(pool: AsyncConnectionPool) -> datetime | None:
-    """The time of the newest stored tick, or None on an empty database."""
+async def newest_tick(pool: AsyncConnectionPool, before: datetime) -> datetime | None:
+    """The time of the newest stored tick before `before`, or None on an empty database."""
     async with pool.connection() as conn:
-        row = await (await conn.execute(QUERIES["newest_tick"])).fetchone()
+        cursor = await conn.execute(QUERIES["newest_tick"], {"before": before})
+        row = await cursor.fetchone()
     return row[0] if row else None
 
 
@@ -27,12 +28,15 @@ async def fill_gap(
     interval_seconds: int,
     max_hours: float,
 ) -> BackfillReport | None:
-    """Backfill from the newest stored tick to `now`, at most `max_hours` back; None if no gap.
+    """Backfill from the newest tick stored before `now` to `now`, at most `max_hours` back;
+    None if there is no gap.
 
     An empty database is left alone: `python -m collector backfill` is for a first start.
     """
-    newest = await newest_tick(pool)
-    if newest is None or max_hours <= 0 or now - newest <= timedelta(seconds=interval_seconds):
+    if max_hours <= 0:
+        return None
+    newest = await newest_tick(pool, now)
+    if newest is None or now - newest <= timedelta(seconds=interval_seconds):
         return None
     start = max(newest, now - timedelta(hours=max_hours))
     if start > newest:
@@ -48,3 +52,25 @@ async def fill_gap(
         now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     return await backfill(source, pool, now, (now - start) / timedelta(hours=1))
+
+
+async def fill_exchange_gap(
+    source: PriceSource,
+    pool: AsyncConnectionPool,
+    exchange: str,
+    last_fetched: datetime,
+    back: datetime,
+    *,
+    max_hours: float,
+) -> BackfillReport:
+    """Backfill one exchange that failed from after `last_fetched` until it came `back`
+    (exclusive: that cycle has its own tick), at most `max_hours` of it."""
+    end = back - timedelta(microseconds=1)
+    start = max(last_fetched, end - timedelta(hours=max_hours))
+    log.info(
+        "%s is back: filling its gap from %s to %s from its history",
+        exchange,
+        start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        back.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return await backfill(source, pool, end, (end - start) / timedelta(hours=1), [exchange])

@@ -58,8 +58,8 @@ FROM unnest(
 ON CONFLICT DO NOTHING;
 
 -- name: newest_tick
--- The time of the newest tick: (time), NULL when there is none.
-SELECT max(time) AS time FROM ticks;
+-- The time of the newest tick before %(before)s: (time), NULL when there is none.
+SELECT max(time) AS time FROM ticks WHERE time < %(before)s;
 
 -- name: latest_prices
 -- The newest price of every pair seen in the last week: where the simulated walk resumes
@@ -130,3 +130,9 @@ CALL refresh_continuous_aggregate('candles_1h', %(start)s::timestamptz, %(end)s:
 -- Both modes: db/init.sql's refresh_rankings() replaces the stored ranking with the one up to
 -- now(), in one transaction. Returns (ranked), how many pairs it ranks.
 SELECT refresh_rankings() AS ranked;
+
+-- name: record_set_aside
+-- Records a cycle set aside (kept in the spool, not written); recording it again keeps the first.
+INSERT INTO set_aside_cycles (time, set_aside_at, error, traceback, exchanges, ticks)
+VALUES (%(time)s, %(set_aside_at)s, %(error)s, %(traceback)s, %(exchanges)s, %(ticks)s)
+ON CONFLICT DO NOTHING;

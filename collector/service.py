@@ -1,19 +1,31 @@
-"""The long-running collector: APScheduler decides when, `run_cycle` does the work."""
+"""The long-running collector: APScheduler decides when, the job fetches, the writer writes.
+
+The scheduled job (`Collector.collect`) fetches a cycle and puts it in the spool; the
+writer task (`Backlog.run`) writes spooled cycles in order. Nothing the database does
+can delay or skip a fetch. Upkeep (candles, ranking) follows the writer once it has
+caught up; gap filling and retention run beside both.
+"""
 
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import AsyncConnectionPool
 
-from collector.cycle import cycle_instant, describe, run_cycle
-from collector.gaps import fill_gap
+from collector.backfill import BackfillReport
+from collector.backlog import Backlog
+from collector.cycle import cycle_instant, fetch_cycle
+from collector.errors import UNREACHABLE, describe
+from collector.gaps import fill_exchange_gap, fill_gap
 from collector.maintenance import Maintenance
+from collector.report import CycleReport
 from collector.sources import PriceSource
 from collector.sources.simulated import SimulatedSource
+from collector.spool import Spool
 from collector.store import Store
 from collector.writer import QUERIES
 from datatracker.settings import Settings
@@ -21,8 +33,10 @@ from datatracker.storage import detect_storage_mode
 
 log = logging.getLogger("collector")
 
-# How long a stop waits for the cycle under way to finish its write.
-STOP_GRACE_SECONDS = 10.0
+# How long a start waits for the database to resume a simulated walk from stored prices.
+RESUME_WAIT_SECONDS = 5.0
+# A cycle's fetch ends within this share of the interval, so it never overlaps the next one.
+FETCH_SHARE_OF_INTERVAL = 0.8
 
 
 async def resume_walk(source: PriceSource, pool: AsyncConnectionPool) -> None:
@@ -44,60 +58,162 @@ async def start_maintenance(settings: Settings, pool: AsyncConnectionPool) -> Ma
     return Maintenance(settings, pool, mode)
 
 
+def fetch_budget(settings: Settings) -> float:
+    """Each exchange's time within a cycle: its timeout, but never past the next instant."""
+    interval = settings.collect_interval_seconds * FETCH_SHARE_OF_INTERVAL
+    return min(settings.exchange_timeout_seconds, interval)
+
+
 class Collector:
-    """Runs a cycle at every multiple of the interval, never two at once."""
+    """Fetches a cycle at every multiple of the interval and keeps it in the backlog; fills
+    the gaps that exchange outages and downtime leave, and keeps storage up to date."""
 
     def __init__(
         self,
         settings: Settings,
         source: PriceSource,
         pool: AsyncConnectionPool,
-        maintenance: Maintenance | None = None,
-    ):
+        spool: Spool | None = None,
+    ) -> None:
         self._settings = settings
         self._source = source
         self._pool = pool
-        self._maintenance = maintenance
-        self._current: asyncio.Task[None] | None = None
-        self._store = Store(pool, max_backlog_ticks=settings.backlog_max_ticks)
+        self.spool = spool or Spool(
+            settings.spool_dir, max_bytes=int(settings.spool_max_mb * 2**20)
+        )
+        self.backlog = Backlog(self.spool, Store(pool), upkeep=self.upkeep)
+        self._maintenance: Maintenance | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._job: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._started_at = cycle_instant(datetime.now(UTC), settings.collect_interval_seconds)
+        self._gap_filled = False
+        self._last_fetched: dict[str, datetime] = {}
+        self._fills: set[asyncio.Task[None]] = set()
 
     async def collect(self) -> None:
-        """The scheduled job: one cycle for the instant it was scheduled at."""
-        self._current = asyncio.current_task()
+        """The scheduled job: fetch the cycle of the instant it was scheduled at, and spool it."""
+        self._job = asyncio.current_task()
         at = cycle_instant(datetime.now(UTC), self._settings.collect_interval_seconds)
         try:
-            report = await run_cycle(
-                self._source,
-                self._store,
-                at,
-                timeout_seconds=self._settings.exchange_timeout_seconds,
+            report = await fetch_cycle(
+                self._source, at, timeout_seconds=fetch_budget(self._settings)
             )
-        except Exception as error:
-            log.error("cycle %s not written: %s", at.isoformat(), describe(error))
+            await self.backlog.keep(report)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            log.warning("cycle %s abandoned: stopping", at.strftime("%Y-%m-%dT%H:%M:%SZ"))
             return
-        if report.stored and self._maintenance is not None:
-            # Two steps, each logged on failure: a ranking is still worth refreshing when
-            # the candles could not be rolled up.
-            try:
-                await self._maintenance.update_candles(self._store.written_since or at, at)
-            except Exception as error:
-                log.error("candles of cycle %s not rolled up: %s", at.isoformat(), describe(error))
-            try:
-                await self._maintenance.refresh_rankings()
-            except Exception as error:
-                log.error("ranking of cycle %s not refreshed: %s", at.isoformat(), describe(error))
+        except Exception:
+            log.exception("cycle %s lost: not kept in the spool", at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            return
+        self._follow_exchanges(report)
+
+    def _follow_exchanges(self, report: CycleReport) -> None:
+        """Fill an exchange's gap once it answers again after failed cycles."""
+        interval = timedelta(seconds=self._settings.collect_interval_seconds)
+        for outcome in report.outcomes:
+            if outcome.error:
+                continue
+            last = self._last_fetched.get(outcome.exchange)
+            self._last_fetched[outcome.exchange] = report.at
+            if last is not None and report.at - last > interval:
+                self._in_background(self._fill_exchange_gap(outcome.exchange, last, report.at))
+
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(work)
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
+
+    async def _fill_exchange_gap(self, exchange: str, last: datetime, back: datetime) -> None:
+        max_hours = self._settings.gap_fill_max_hours
+        if max_hours <= 0:
+            return
+        try:
+            report = await fill_exchange_gap(
+                self._source, self._pool, exchange, last, back, max_hours=max_hours
+            )
+        except UNREACHABLE as error:
+            log.warning("%s: gap not filled, database unreachable (%s)", exchange, describe(error))
+            return
+        except Exception:
+            log.exception("%s: gap not filled", exchange)
+            return
+        await self._after_fill(report, back)
+
+    async def upkeep(self, since: datetime, at: datetime) -> None:
+        """After the writer caught up with cycles `since`..`at`: candles, ranking; the first
+        time also the storage mode, the catch-up roll-up and the gap the downtime left."""
+        try:
+            maintenance = await self._ensure_maintenance()
+        except UNREACHABLE as error:
+            log.warning("upkeep skipped: database unreachable (%s)", describe(error))
+            return
+        except Exception:
+            log.exception("upkeep skipped: storage mode not detected")
+            return
+        # Two steps, each logged on failure: a ranking is still worth refreshing when
+        # the candles could not be rolled up.
+        await self._step("candles not rolled up", maintenance.update_candles(since, at))
+        await self._step("ranking not refreshed", maintenance.refresh_rankings())
+        if not self._gap_filled:
+            self._gap_filled = True
+            self._in_background(self._fill_downtime_gap())
+
+    async def _ensure_maintenance(self) -> Maintenance:
+        if self._maintenance is None:
+            maintenance = await start_maintenance(self._settings, self._pool)
+            await maintenance.catch_up()
+            self._maintenance = maintenance
+            self._schedule_retention()
+        return self._maintenance
+
+    @staticmethod
+    async def _step(failure: str, work: Awaitable[object]) -> None:
+        """Await `work`, logging its failure (with the traceback unless the database is gone)."""
+        try:
+            await work
+        except UNREACHABLE as error:
+            log.warning("%s: database unreachable (%s)", failure, describe(error))
+        except Exception:
+            log.exception(failure)
+
+    async def _fill_downtime_gap(self) -> None:
+        """Fill the gap between the newest tick stored before this start and the start."""
+        settings = self._settings
+        try:
+            report = await fill_gap(
+                self._source,
+                self._pool,
+                self._started_at,
+                interval_seconds=settings.collect_interval_seconds,
+                max_hours=settings.gap_fill_max_hours,
+            )
+        except UNREACHABLE as error:
+            log.warning("gap not filled: database unreachable (%s)", describe(error))
+            return
+        except Exception:
+            log.exception("gap not filled")
+            return
+        if report is not None:
+            await self._after_fill(report, self._started_at)
+
+    async def _after_fill(self, report: BackfillReport, end: datetime) -> None:
+        if report.written and self._maintenance is not None:
+            await self._step(
+                "candles of the filled gap not updated",
+                self._maintenance.after_cycles(report.start, end),
+            )
 
     async def drop_expired_chunks(self) -> None:
         """The scheduled retention job of Apache mode; a failure is logged and retried next time."""
-        if self._maintenance is None:
-            return
-        try:
-            await self._maintenance.drop_expired_chunks()
-        except Exception as error:
-            log.error("retention failed: %s", describe(error))
+        if self._maintenance is not None:
+            await self._step("retention failed", self._maintenance.drop_expired_chunks())
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
         """Add the job: aligned to the interval, one instance, missed runs coalesced."""
+        self._scheduler = scheduler
         interval = self._settings.collect_interval_seconds
         first = cycle_instant(datetime.now(UTC), interval) + timedelta(seconds=interval)
         scheduler.add_job(
@@ -115,66 +231,68 @@ class Collector:
             interval,
             first.strftime("%H:%M:%SZ"),
         )
-        if self._maintenance is not None and self._maintenance.active:
-            every = self._settings.retention_check_seconds
-            scheduler.add_job(
-                self.drop_expired_chunks,
-                IntervalTrigger(seconds=every, timezone=UTC),
-                id="retention",
-                next_run_time=datetime.now(UTC),
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, every // 2),
-            )
 
-    async def finish_current_cycle(self) -> None:
-        """Give a cycle under way a bounded time to finish, then cancel it."""
-        task = self._current
-        if task is None or task.done():
+    def _schedule_retention(self) -> None:
+        if self._scheduler is None or self._maintenance is None or not self._maintenance.active:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
-        except TimeoutError:
-            log.warning("cycle under way abandoned after %.0f s", STOP_GRACE_SECONDS)
+        every = self._settings.retention_check_seconds
+        self._scheduler.add_job(
+            self.drop_expired_chunks,
+            IntervalTrigger(seconds=every, timezone=UTC),
+            id="retention",
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, every // 2),
+        )
+
+    async def stop(self) -> None:
+        """Stop fetching, let the fetch and the write under way finish within the grace, write
+        what else fits in it, and leave the rest in the spool."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.stop_grace_seconds
+        job = self._job
+        if job is not None and not job.done():
+            await asyncio.wait([job], timeout=max(0.0, deadline - loop.time()))
+            if not job.done():
+                job.cancel()
+                await asyncio.wait([job])
+        for task in list(self._fills):
             task.cancel()
+        if self._fills:
+            await asyncio.wait(list(self._fills))
+        await self.backlog.stop(deadline)
+        await asyncio.to_thread(self.spool.close)
 
 
 async def serve(settings: Settings, source: PriceSource, pool: AsyncConnectionPool) -> None:
-    """Collect until SIGTERM or SIGINT."""
-    await resume_walk(source, pool)
-    maintenance = await start_maintenance(settings, pool)
-    await maintenance.catch_up()
-    collector = Collector(settings, source, pool, maintenance)
+    """Collect until SIGTERM or SIGINT, whether or not the database answers."""
+    try:
+        async with asyncio.timeout(RESUME_WAIT_SECONDS):
+            await resume_walk(source, pool)
+    except (TimeoutError, *UNREACHABLE) as error:
+        log.warning("simulated prices start afresh: database unreachable (%s)", describe(error))
+    collector = Collector(settings, source, pool)
+    waiting, ticks = collector.spool.waiting()
+    log.info(
+        "spool %s: %d cycles (%d ticks) waiting, %d set aside",
+        collector.spool.path,
+        waiting,
+        ticks,
+        collector.spool.set_aside_count(),
+    )
     scheduler = AsyncIOScheduler(timezone=UTC)
     collector.schedule(scheduler)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    collector.backlog.start()
     scheduler.start()
-    # Alongside the cycles: filling hours of candles exchange by exchange can take minutes.
-    gap = asyncio.create_task(fill_gap_and_roll_up(settings, source, pool, maintenance))
     await stop.wait()
     log.info("stopping")
-    scheduler.shutdown(wait=False)
-    gap.cancel()
-    await collector.finish_current_cycle()
-
-
-async def fill_gap_and_roll_up(
-    settings: Settings, source: PriceSource, pool: AsyncConnectionPool, maintenance: Maintenance
-) -> None:
-    """Fill the gap the downtime left, then bring the candles up to date with it."""
-    now = cycle_instant(datetime.now(UTC), settings.collect_interval_seconds)
-    try:
-        report = await fill_gap(
-            source,
-            pool,
-            now,
-            interval_seconds=settings.collect_interval_seconds,
-            max_hours=settings.gap_fill_max_hours,
-        )
-        if report is not None and report.written:
-            await maintenance.after_cycles(report.start, now)
-    except Exception as error:
-        log.error("gap not filled: %s", describe(error))
+    await collector.stop()
+    log.info("stopped")

@@ -1,7 +1,8 @@
 """Writes ticks to TimescaleDB: set-based statements, never one per tick."""
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,30 +31,54 @@ class TickWriter:
     are already stored (a cycle written twice, a backfill over stored history, a second
     collector) that statement fails whole and the batch is written again skipping the
     stored ticks, which costs about twice as much.
+
+    Call `write` inside `transaction(conn)`: market ids and the last touch learnt in a
+    transaction are remembered only once it commits, so a rolled-back registration never
+    leaves an id for a market row that does not exist.
     """
 
     def __init__(self, *, copy: bool = True) -> None:
         self._copy = copy
         self._ids: dict[MarketKey, int] = {}
-        self._exchange_of: dict[int, str] = {}
         self._touched_at: datetime | None = None
+        # Learnt in the open transaction; merged into the above when it commits.
+        self._new_ids: dict[MarketKey, int] = {}
+        self._new_touch: datetime | None = None
+
+    @asynccontextmanager
+    async def transaction(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        """A transaction (a savepoint inside one already open) whose market ids are kept
+        only if it commits."""
+        self._new_ids, self._new_touch = {}, None
+        try:
+            async with conn.transaction():
+                yield
+        finally:
+            new_ids, new_touch = self._new_ids, self._new_touch
+            self._new_ids, self._new_touch = {}, None
+        # Reached only once the transaction has committed (or its savepoint was released).
+        self._ids.update(new_ids)
+        self._touched_at = new_touch or self._touched_at
 
     async def write(self, conn: AsyncConnection, ticks: Sequence[Tick]) -> dict[str, int]:
         """Store the ticks not stored yet; return how many were new, per exchange."""
         if not ticks:
             return {}
         await self._register_markets(conn, ticks)
-        ids = self._ids
+        ids = self._ids | self._new_ids
         rows = [(t.time, ids[t.exchange, t.symbol], t.price, t.exchange_time) for t in ticks]
         try:
-            if self._copy:
-                await copy_rows(conn, rows)
-            else:
-                await conn.execute(QUERIES["insert_ticks"], as_columns(rows), binary=True)
+            # A savepoint: a repeat aborts only the COPY, not the cycle's transaction.
+            async with conn.transaction():
+                if self._copy:
+                    await copy_rows(conn, rows)
+                else:
+                    await conn.execute(QUERIES["insert_ticks"], as_columns(rows), binary=True)
             written = Counter(t.exchange for t in ticks)
         except UniqueViolation:
             cursor = await conn.execute(QUERIES["insert_new_ticks"], as_columns(rows), binary=True)
-            written = Counter(self._exchange_of[row[0]] for row in await cursor.fetchall())
+            exchange_of = {market_id: key[0] for key, market_id in ids.items()}
+            written = Counter(exchange_of[row[0]] for row in await cursor.fetchall())
         await self._touch_markets(conn, [row[1] for row in rows], max(t.time for t in ticks))
         return dict(written)
 
@@ -62,7 +87,7 @@ class TickWriter:
         new: dict[MarketKey, list[Tick]] = {}
         for tick in ticks:
             key = (tick.exchange, tick.symbol)
-            if key not in self._ids:
+            if key not in self._ids and key not in self._new_ids:
                 new.setdefault(key, []).append(tick)
         if not new:
             return
@@ -76,23 +101,26 @@ class TickWriter:
         }
         cursor = await conn.execute(QUERIES["register_markets"], markets, binary=True)
         for market_id, exchange, symbol in await cursor.fetchall():
-            self._ids[(exchange, symbol)] = market_id
-            self._exchange_of[market_id] = exchange
+            self._new_ids[(exchange, symbol)] = market_id
 
     async def _touch_markets(self, conn: AsyncConnection, ids: list[int], seen: datetime) -> None:
         """Move last_seen forward, at most once per LAST_SEEN_PRECISION."""
-        if self._touched_at is None:
-            self._touched_at = seen  # registration just set last_seen
-        elif seen - self._touched_at >= LAST_SEEN_PRECISION:
+        touched_at = self._new_touch or self._touched_at
+        if touched_at is None:
+            self._new_touch = seen  # registration just set last_seen
+        elif seen - touched_at >= LAST_SEEN_PRECISION:
             await conn.execute(QUERIES["touch_markets"], {"ids": ids, "seen": seen})
-            self._touched_at = seen
+            self._new_touch = seen
 
 
 async def write_ticks(
     conn: AsyncConnection, ticks: Sequence[Tick], *, copy: bool = True
 ) -> dict[str, int]:
-    """Store the ticks not stored yet with a fresh writer; return new ticks per exchange."""
-    return await TickWriter(copy=copy).write(conn, ticks)
+    """Store the ticks not stored yet with a fresh writer, in one transaction; return new
+    ticks per exchange."""
+    writer = TickWriter(copy=copy)
+    async with writer.transaction(conn):
+        return await writer.write(conn, ticks)
 
 
 async def copy_rows(conn: AsyncConnection, rows: Sequence[TickRow]) -> None:

@@ -1,6 +1,7 @@
 """Settings for both services, read once from the environment and `.env`."""
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -31,7 +32,10 @@ class Settings(BaseSettings):
     simulated_seed: int = 42
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
-    backlog_max_ticks: int = Field(default=1_000_000, ge=0)
+    # The collector's spool of cycles not yet written (collector/spool.py).
+    spool_dir: Path = Path("spool")
+    spool_max_mb: float = Field(default=256, gt=0)
+    stop_grace_seconds: float = Field(default=10, ge=0, le=600)
     gap_fill_max_hours: float = Field(default=6, ge=0, le=168)
     db_pool_max_size: int = Field(default=10, ge=1, le=100)
     api_cache_mb: int = Field(default=256, ge=0, le=65_536)

@@ -1,103 +1,143 @@
-"""Database outages: the collector keeps its cycles and writes them once; the API says 503."""
+"""Database outages: the collector fetches on, keeps every cycle on disk and writes each once;
+the API says 503."""
 
 import asyncio
-import logging
+import signal
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
-import pytest
 
-from collector.cycle import run_cycle
+from collector.backlog import Backlog
+from collector.cycle import fetch_cycle
 from collector.maintenance import Maintenance
-from collector.report import CycleReport
 from collector.sources.simulated import SimulatedSource
+from collector.spool import Spool
 from collector.store import Store
 from datatracker.database import create_pool
 from datatracker.settings import load_settings
 from tests.api_server import serve_api
+from tests.integration.collector_process import (
+    collectors,
+    exited,
+    gaps,
+    spooled_instants,
+    stored_cycles,
+    until,
+)
 from tests.integration.history import settings_for
 from tests.tcp_proxy import TcpProxy
 
 AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+INTERVAL = timedelta(seconds=2)
+EXCHANGES, PAIRS = "kraken,okx", 5
+OUTAGE_SECONDS = 20
+# Generous for a loaded 2-core machine: the pool reconnects with backoff after an outage.
+RECOVERY_SECONDS = 120
 
 
-async def cycles_until_stored(
-    source: SimulatedSource, store: Store, start: datetime
-) -> list[CycleReport]:
-    """Run a cycle a minute from `start` until one is stored (the pool reconnects in its time)."""
-    reports = [await run_cycle(source, store, start, timeout_seconds=5)]
-    while not reports[-1].stored:
-        assert len(reports) < 20, "the database did not come back within 20 cycles"
-        await asyncio.sleep(1)
-        reports.append(
-            await run_cycle(source, store, start + len(reports) * MINUTE, timeout_seconds=5)
+def collector_settings(database_url: str) -> dict[str, str]:
+    """A collector every 2 s on 2 x 5 simulated pairs, without gap filling."""
+    return {
+        "DATABASE_URL": database_url,
+        "SUPPORTED_EXCHANGES": EXCHANGES,
+        "SIMULATED_PAIRS_PER_EXCHANGE": str(PAIRS),
+        "COLLECT_INTERVAL_SECONDS": str(INTERVAL.seconds),
+        "GAP_FILL_MAX_HOURS": "0",
+    }
+
+
+async def runs_per_cycle(database_url: str) -> set[int]:
+    """The distinct numbers of collector_runs rows per cycle instant."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT DISTINCT n FROM (SELECT count(*) AS n FROM collector_runs GROUP BY time) AS c"
         )
-    return reports
+        return {row[0] for row in await cursor.fetchall()}
 
 
-async def tick_count(conn: psycopg.AsyncConnection) -> tuple[int, int]:
-    cursor = await conn.execute("SELECT count(*), count(DISTINCT time) FROM ticks")
-    row = await cursor.fetchone()
-    assert row is not None
-    return row[0], row[1]
-
-
-async def test_cycles_during_an_outage_are_written_once_it_ends(
-    proxy: TcpProxy,
-    database_url: str,
-    conn: psycopg.AsyncConnection,
-    caplog: pytest.LogCaptureFixture,
+async def test_a_database_stop_keeps_every_cycle_instant_once(
+    proxy: TcpProxy, database_url: str, tmp_path: Path
 ) -> None:
-    """Two cycles fetched while the database is cut off are written with the next, no repeats."""
-    source = SimulatedSource(["kraken", "okx"], pairs_per_exchange=10, seed=4)
-    pool = create_pool(proxy.route(database_url), max_size=2, name="collector", timeout=2)
-    await pool.open(wait=True)
-    store = Store(pool)
-    caplog.set_level(logging.INFO, logger="collector")
-    try:
-        first = await run_cycle(source, store, AT, timeout_seconds=5)
+    """At 2 s cycles, a 20 s stop loses no instant: each is stored once, with every pair."""
+    with collectors(tmp_path, **collector_settings(proxy.route(database_url))) as processes:
+        process = processes.start()
+
+        async def three_cycles() -> bool:
+            return len(await stored_cycles(database_url)) >= 3
+
+        await until(three_cycles, 60, "three cycles before the outage")
         await proxy.cut()
-        during = [
-            await run_cycle(source, store, AT + n * MINUTE, timeout_seconds=5) for n in (1, 2)
-        ]
+        await asyncio.sleep(OUTAGE_SECONDS)
         await proxy.restore()
-        after = await cycles_until_stored(source, store, AT + 3 * MINUTE)
-    finally:
-        await pool.close()
+        back = datetime.now(UTC)
 
-    cycles = 3 + len(after)
-    assert [True, False, False] == [r.stored for r in (first, *during)]
-    assert (20 * cycles, cycles) == await tick_count(conn)
-    messages = [record.getMessage() for record in caplog.records]
-    assert 1 == sum("database unreachable" in message for message in messages)
-    assert 1 == sum("database reachable again" in message for message in messages)
-    cursor = await conn.execute("SELECT count(*) FROM collector_runs")
-    assert (2 * cycles,) == await cursor.fetchone()
+        async def caught_up() -> bool:
+            cycles = await stored_cycles(database_url)
+            return max(cycles) > back + 2 * INTERVAL
+
+        await until(caught_up, RECOVERY_SECONDS, "the spooled cycles written after the outage")
+        process.send_signal(signal.SIGTERM)
+        assert 0 == await exited(process, 30)
+        stderr = processes.stderr(process)
+
+    cycles = await stored_cycles(database_url)
+    instants = sorted(cycles)
+    during = [at for at in instants if back - timedelta(seconds=OUTAGE_SECONDS) < at < back]
+    assert [] == gaps(instants, INTERVAL), stderr
+    assert {2 * PAIRS} == set(cycles.values())
+    assert {2} == await runs_per_cycle(database_url)
+    assert len(during) >= OUTAGE_SECONDS // INTERVAL.seconds - 1
+    assert 1 == stderr.count("database unreachable"), stderr
+    assert 1 == stderr.count("database reachable again"), stderr
+    assert "maximum number of running instances" not in stderr
+    assert "Traceback" not in stderr
 
 
-async def test_a_full_backlog_drops_the_oldest_cycles(
-    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection
+async def test_a_collector_killed_during_an_outage_loses_no_spooled_cycle(
+    proxy: TcpProxy, database_url: str, tmp_path: Path
 ) -> None:
-    """With room for 25 ticks, an outage keeps only the newest two 10-tick cycles."""
-    source = SimulatedSource(["kraken"], pairs_per_exchange=10, seed=4)
-    pool = create_pool(proxy.route(database_url), max_size=1, name="collector", timeout=2)
-    await pool.open(wait=True)
-    store = Store(pool, max_backlog_ticks=25)
-    try:
-        await proxy.cut()
-        for n in range(3):
-            await run_cycle(source, store, AT + n * MINUTE, timeout_seconds=5)
-        assert 10 == store.dropped_ticks
-        await proxy.restore()
-        after = await cycles_until_stored(source, store, AT + 3 * MINUTE)
-    finally:
-        await pool.close()
+    """SIGKILLed while the database is down and restarted before it is back, the collector
+    writes every cycle both runs fetched, once: gaps only where no collector ran."""
+    with collectors(tmp_path, **collector_settings(proxy.route(database_url))) as processes:
+        first = processes.start()
 
-    last = AT + (2 + len(after)) * MINUTE
-    cursor = await conn.execute("SELECT min(time), max(time), count(*) FROM ticks")
-    assert (last - MINUTE, last, 20) == await cursor.fetchone()
-    assert 10 * (3 + len(after)) - 20 == store.dropped_ticks
+        async def two_cycles() -> bool:
+            return len(await stored_cycles(database_url)) >= 2
+
+        async def spooled(count: int) -> bool:
+            return len(spooled_instants(tmp_path)) >= count
+
+        await until(two_cycles, 60, "two cycles before the outage")
+        await proxy.cut()
+        await until(lambda: spooled(3), 60, "three cycles spooled by the first collector")
+        first.kill()
+        await exited(first, 10)
+        kept_by_first = spooled_instants(tmp_path)
+        second = processes.start()
+        await until(
+            lambda: spooled(len(kept_by_first) + 3), 60, "three cycles spooled by the second"
+        )
+        await proxy.restore()
+
+        async def drained() -> bool:
+            cycles = await stored_cycles(database_url)
+            return not spooled_instants(tmp_path) and max(cycles) > kept_by_first[-1] + INTERVAL
+
+        await until(drained, RECOVERY_SECONDS, "the spool written after the outage")
+        second.send_signal(signal.SIGTERM)
+        assert 0 == await exited(second, 30)
+        stderr = processes.stderr(second)
+
+    cycles = await stored_cycles(database_url)
+    instants = sorted(cycles)
+    assert set(kept_by_first) <= set(instants)
+    assert {2 * PAIRS} == set(cycles.values())
+    assert {2} == await runs_per_cycle(database_url)
+    # The only hole is the restart: from the first collector's last cycle to the second's first.
+    assert [] == [g for g in gaps(instants, INTERVAL) if g[0] != kept_by_first[-1]], stderr
+    assert f"{len(kept_by_first)} cycles ({len(kept_by_first) * 2 * PAIRS} ticks) waiting" in stderr
 
 
 async def test_api_answers_503_during_an_outage_and_recovers(
@@ -118,27 +158,35 @@ async def test_api_answers_503_during_an_outage_and_recovers(
 
 
 async def test_candles_of_a_written_backlog_are_rolled_up(
-    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection
+    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection, tmp_path: Path
 ) -> None:
-    """After an outage, upkeep covers every buffered cycle's bucket, not only the last one."""
+    """After an outage, upkeep covers every spooled cycle's bucket, not only the last one."""
     source = SimulatedSource(["kraken"], pairs_per_exchange=3, seed=4)
     pool = create_pool(proxy.route(database_url), max_size=1, name="collector", timeout=2)
     await pool.open(wait=True)
-    store = Store(pool)
     maintenance = Maintenance(settings_for(database_url), pool, "apache")
+    upkept: list[tuple[datetime, datetime]] = []
+
+    async def upkeep(since: datetime, at: datetime) -> None:
+        await maintenance.after_cycles(since, at)
+        upkept.append((since, at))
+
+    backlog = Backlog(Spool(tmp_path, max_bytes=2**20), Store(pool), upkeep=upkeep)
     try:
         await proxy.cut()
+        backlog.start()
         for n in (0, 5, 10):  # three 5-minute buckets
-            await run_cycle(source, store, AT + n * MINUTE, timeout_seconds=5)
+            await backlog.keep(await fetch_cycle(source, AT + n * MINUTE, timeout_seconds=5))
         await proxy.restore()
-        after = await cycles_until_stored(source, store, AT + 15 * MINUTE)
-        last = after[-1].at
-        assert store.written_since is not None
-        await maintenance.after_cycles(store.written_since, last)
+
+        async def upkeep_done() -> bool:
+            return bool(upkept)
+
+        await until(upkeep_done, RECOVERY_SECONDS, "upkeep after the spool was written")
     finally:
+        await backlog.stop(asyncio.get_running_loop().time() + 5)
         await pool.close()
 
-    cursor = await conn.execute(
-        "SELECT count(DISTINCT bucket) FROM candles_5m WHERE bucket < %s", [AT + 15 * MINUTE]
-    )
+    assert [(AT, AT + 10 * MINUTE)] == upkept
+    cursor = await conn.execute("SELECT count(DISTINCT bucket) FROM candles_5m")
     assert (3,) == await cursor.fetchone()

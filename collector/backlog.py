@@ -1,0 +1,216 @@
+"""The writer: one task that writes spooled cycles to the database, oldest first.
+
+The scheduled job only fetches and hands its cycle to `Backlog.keep`, which returns once
+the cycle is on disk; the database's speed or absence never delays a fetch. The writer
+drains the spool in order: a cycle is deleted from it only after its transaction
+commits; a lost connection leaves it at the head to be tried again; any other failure
+sets it aside so that the cycles behind it flow on.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from collector.cycle import log_written
+from collector.errors import UNREACHABLE, describe, storable
+from collector.report import CycleReport
+from collector.spool import Spool, decode_cycle
+from collector.store import Store
+
+log = logging.getLogger("collector")
+
+# How long the writer waits before trying the database again after failing to reach it.
+RETRY_SECONDS = 1.0
+# At most this long is spent on the cancelled write's rollback when stopping.
+CANCEL_SECONDS = 5.0
+
+# Upkeep once the writer has caught up: (oldest instant written since the last upkeep, newest).
+Upkeep = Callable[[datetime, datetime], Awaitable[None]]
+
+
+class Backlog:
+    """Cycles kept on disk by `keep` and written in order by `run`, one transaction each."""
+
+    def __init__(self, spool: Spool, store: Store, *, upkeep: Upkeep | None = None) -> None:
+        self._spool = spool
+        self._store = store
+        self._upkeep = upkeep
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._down_since: float | None = None
+        self._evicted_ticks = 0
+        self._recording_failed: set[int] = set()
+        self._since: datetime | None = None  # oldest cycle written since the last upkeep
+        self._newest: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.evicted_ticks = 0  # since start, for tests and the log
+        self.set_aside = 0
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether the last attempt to write found the database unreachable."""
+        return self._down_since is not None
+
+    async def keep(self, report: CycleReport) -> None:
+        """Put the cycle on disk (dropping the oldest past the bound) and wake the writer."""
+        evicted = await asyncio.to_thread(self._spool.put, report)
+        if evicted.cycles:
+            if not self._evicted_ticks:
+                log.error(
+                    "spool full (%d bytes): dropping the oldest cycles from now on",
+                    self._spool.max_bytes,
+                )
+            self._evicted_ticks += evicted.ticks
+            self.evicted_ticks += evicted.ticks
+            log.warning(
+                "spool full: %d oldest cycles (%d ticks) dropped, %d ticks since it filled",
+                evicted.cycles,
+                evicted.ticks,
+                self._evicted_ticks,
+            )
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.create_task(self.run(), name="collector-writer")
+
+    async def run(self) -> None:
+        """Write spooled cycles in order until stopped; upkeep whenever caught up."""
+        failing = False
+        while True:
+            try:
+                if not await self._step():
+                    return
+                failing = False
+            except Exception:
+                if not failing:  # once until the writer succeeds again
+                    log.exception("the writer failed; trying again every %g s", RETRY_SECONDS)
+                failing = True
+                await self._pause()
+
+    async def _step(self) -> bool:
+        """Write the oldest spooled cycle, or wait for one; False once stopping and done."""
+        head = await asyncio.to_thread(self._spool.oldest)
+        if head is None:
+            if self._stopping:
+                return False
+            await self._caught_up()
+            self._wake.clear()
+            waiting, _ = await asyncio.to_thread(self._spool.waiting)
+            if not waiting:
+                await self._wake.wait()
+            return True
+        if not await self._write(*head):
+            if self._stopping:
+                return False
+            await self._pause()
+        return True
+
+    async def _write(self, seq: int, body: bytes) -> bool:
+        """Write one spooled cycle; False when the database could not be reached."""
+        try:
+            report = decode_cycle(body)
+            await self._store.write(report)
+        except UNREACHABLE as error:
+            self._went_down(error)
+            return False
+        except Exception as error:
+            await self._set_aside(seq, body, error)
+            return True
+        await asyncio.to_thread(self._spool.remove, seq)
+        self._came_back()
+        self._since = min(self._since or report.at, report.at)
+        self._newest = max(self._newest or report.at, report.at)
+        cycles, _ = await asyncio.to_thread(self._spool.waiting)
+        log_written(report, f"; {cycles} cycles waiting" if cycles else "")
+        return True
+
+    async def _set_aside(self, seq: int, body: bytes, error: Exception) -> None:
+        """Keep a refused cycle aside in the spool, say so once with the traceback, and record
+        it in the database."""
+        trace = storable("".join(traceback.format_exception(error)))
+        log.error("cycle set aside in the spool: %s", describe(error), exc_info=error)
+        await asyncio.to_thread(self._spool.set_aside, seq, describe(error), trace)
+        self.set_aside += 1
+        await self._record_set_aside()
+
+    async def _record_set_aside(self) -> None:
+        """Copy cycles set aside into set_aside_cycles; what fails now is tried when caught up."""
+        for item in await asyncio.to_thread(self._spool.unrecorded):
+            try:
+                report = decode_cycle(item.body)
+            except Exception:  # an undecodable body is recorded by its instant alone
+                report = CycleReport(item.at, [])
+            try:
+                await self._store.record_set_aside(
+                    report,
+                    set_aside_at=item.set_aside_at,
+                    error=item.error,
+                    traceback=item.traceback,
+                )
+            except UNREACHABLE:
+                return
+            except Exception:
+                if item.seq not in self._recording_failed:
+                    self._recording_failed.add(item.seq)
+                    log.exception("cycle %s set aside but not recorded in the database", item.at)
+                continue
+            await asyncio.to_thread(self._spool.mark_recorded, item.seq)
+
+    async def _caught_up(self) -> None:
+        """Once the spool is empty: record set-aside cycles, then upkeep for what was written."""
+        await self._record_set_aside()
+        since, newest = self._since, self._newest
+        self._since = self._newest = None
+        if since is None or newest is None or self._upkeep is None or self._stopping:
+            return
+        await self._upkeep(since, newest)
+
+    async def _pause(self) -> None:
+        """Wait a moment before trying the database again, or less when told to stop."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), RETRY_SECONDS)
+
+    def _went_down(self, error: BaseException) -> None:
+        if self._down_since is not None:
+            return
+        self._down_since = time.monotonic()
+        log.error(
+            "database unreachable (%s): keeping cycles in the spool %s, at most %d bytes",
+            describe(error),
+            self._spool.path,
+            self._spool.max_bytes,
+        )
+
+    def _came_back(self) -> None:
+        if self._down_since is None:
+            return
+        log.warning(
+            "database reachable again after %.0f s: writing the spooled cycles in order",
+            time.monotonic() - self._down_since,
+        )
+        self._down_since = None
+        self._evicted_ticks = 0
+
+    async def stop(self, deadline: float) -> None:
+        """Let the write under way finish and flush what fits before `deadline` (loop time);
+        whatever is left stays in the spool. At once when the database is unreachable."""
+        task = self._task
+        if task is None or task.done():
+            return
+        self._stopping = True
+        self._wake.set()
+        if not self.unreachable:
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait([task], timeout=timeout)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=CANCEL_SECONDS)
+        waiting, ticks = await asyncio.to_thread(self._spool.waiting)
+        if waiting:
+            log.warning("%d cycles (%d ticks) left in the spool for the next start", waiting, ticks)
