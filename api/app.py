@@ -1,6 +1,7 @@
 """`create_app(settings)`: the Litestar application and its resources."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -9,7 +10,9 @@ import psycopg
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Scope
 from psycopg_pool import PoolTimeout
 
 from api.cache import ResponseCache
@@ -18,6 +21,8 @@ from api.rankings import rankings
 from api.routes import health, price_history, provide_connection
 from datatracker.database import create_pool
 from datatracker.settings import Settings
+
+log = logging.getLogger("api")
 
 # A request waits this long for a connection before answering 503.
 CONNECTION_WAIT_SECONDS = 5.0
@@ -33,6 +38,16 @@ def database_unavailable(
         {"status_code": 503, "detail": "database unavailable, try again shortly"},
         status_code=503,
     )
+
+
+async def log_server_error(error: Exception, scope: Scope) -> None:
+    """Log, once and with its traceback, an exception that becomes a 500 (not a 4xx, and not
+    the 503 of an unreachable database)."""
+    if isinstance(error, HTTPException) and error.status_code < 500:
+        return
+    if isinstance(error, psycopg.OperationalError):  # PoolTimeout too: answered 503
+        return
+    log.error("%s %s failed", scope.get("method", ""), scope.get("path", ""), exc_info=error)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -52,6 +67,7 @@ def create_app(settings: Settings) -> Litestar:
         await pool.open(wait=False)
         app.state.pool = pool
         app.state.cache = cache
+        app.state.settings = settings  # /health judges freshness by the collect interval
         listening = asyncio.create_task(cache.listen(settings.database_url))
         try:
             yield
@@ -71,5 +87,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         openapi_config=OpenAPIConfig(title="datatracker", version="0.1.0"),
         logging_config=None,  # datatracker.logs configures logging for the whole process
+        # With no logging config Litestar logs no exception: log each 500's traceback here.
+        after_exception=[log_server_error],
         request_max_body_size=MAX_BODY_BYTES,
     )

@@ -39,6 +39,8 @@ class Health:
     storage_mode: str | None = None  # "timescale" (policies, aggregates) or "apache" (fallback)
     compression: str | None = None  # "available" in timescale mode, else "unavailable"
     response_cache: str | None = None  # "listening", "not listening" or "off" (api/cache.py)
+    set_aside_cycles: int = 0  # cycles the collector could not write (set_aside_cycles)
+    reason: str | None = None  # why the status is not "ok" (the answer is then 503)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,11 @@ WHERE m.exchange = %(exchange)s AND m.symbol = %(symbol)s;
 SELECT (SELECT rank_cv FROM rankings WHERE market_id = %(market_id)s) AS rank,
        coalesce((SELECT ranked FROM rankings_window), 0) AS ranked;
 
--- name: newest_tick
--- The time of the newest tick and its age in seconds: (time, age_seconds), NULLs when empty.
-SELECT time, extract(epoch FROM now() - time)::float8 AS age_seconds
+-- name: health
+-- What /health reports of the data: the newest tick's time and age in seconds (NULLs when there
+-- is none) and how many cycles the collector set aside: (time, age_seconds, set_aside).
+SELECT time, extract(epoch FROM now() - time)::float8 AS age_seconds,
+       (SELECT count(*) FROM set_aside_cycles)::integer AS set_aside
 FROM (SELECT max(time) AS time FROM ticks) AS newest;
 
 -- name: storage_mode

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import msgspec
-from litestar import MediaType, get
+from litestar import MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
@@ -153,12 +153,35 @@ async def read_place(conn: AsyncConnection, market_id: int) -> Place:
     return Place(rank, ranked)
 
 
-@get("/health", summary="Database reachability and freshness of the data")
-async def health(conn: Connection, state: State) -> Health:
+@get(
+    "/health",
+    summary="Database reachability and freshness of the data",
+    responses={503: ResponseSpec(Health, description="Stale data or cycles set aside")},
+)
+async def health(conn: Connection, state: State) -> Response[Health]:
     """`ok` with the newest tick's time and age, the storage mode and whether responses are
-    cached; 503 (by the app's handler) when the DB is down."""
-    cursor = await conn.execute(QUERIES["newest_tick"])
-    newest, age = await cursor.fetchone() or (None, None)
+    cached; 503 with a reason when the newest tick is older than two collect intervals or the
+    collector set cycles aside (and, by the app's handler, when the DB is down)."""
+    cursor = await conn.execute(QUERIES["health"])
+    newest, age, set_aside = await cursor.fetchone() or (None, None, 0)
     mode = await detect_storage_mode(conn)
     compression = "available" if mode == "timescale" else "unavailable"
-    return Health("ok", "reachable", newest, age, mode, compression, state.cache.status)
+    reasons = []
+    if set_aside:
+        reasons.append(f"{set_aside} cycles set aside by the collector (set_aside_cycles)")
+    stale_after = 2 * state.settings.collect_interval_seconds
+    if age is not None and age > stale_after:
+        reasons.append(f"the newest tick is {age:.0f} s old, more than {stale_after} s")
+    reason = "; ".join(reasons) or None
+    body = Health(
+        "failing" if reason else "ok",
+        "reachable",
+        newest,
+        age,
+        mode,
+        compression,
+        state.cache.status,
+        set_aside,
+        reason,
+    )
+    return Response(body, status_code=503 if reason else 200)
