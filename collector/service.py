@@ -91,10 +91,11 @@ class Collector:
         self._last_fetched: dict[str, datetime] = {}
         self._fills: set[asyncio.Task[None]] = set()
 
-    async def collect(self) -> None:
-        """The scheduled job: fetch the cycle of the instant it was scheduled at, and spool it."""
+    async def collect(self, at: datetime | None = None) -> None:
+        """The scheduled job: fetch the cycle of the instant it was scheduled at (or `at`), and
+        spool it."""
         self._job = asyncio.current_task()
-        at = cycle_instant(datetime.now(UTC), self._settings.collect_interval_seconds)
+        at = at or cycle_instant(datetime.now(UTC), self._settings.collect_interval_seconds)
         try:
             report = await fetch_cycle(
                 self._source, at, timeout_seconds=fetch_budget(self._settings)
@@ -120,6 +121,11 @@ class Collector:
             self._last_fetched[outcome.exchange] = report.at
             if last is not None and report.at - last > interval:
                 self._in_background(self._fill_exchange_gap(outcome.exchange, last, report.at))
+
+    async def wait_for_fills(self) -> None:
+        """Return once the gap fills under way are done."""
+        while self._fills:
+            await asyncio.wait(list(self._fills))
 
     def _in_background(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(work)

@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -11,14 +12,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.backfill import backfill
 from collector.cycle import run_cycle
+from collector.service import Collector
 from collector.sources.live import LiveSource
 from collector.sources.simulated import SimulatedSource
+from collector.spool import Spool
 from collector.store import Store
 from collector.ticks import Tick
 from collector.writer import TickWriter, write_ticks
+from datatracker.settings import load_settings
 from tests.fake_exchange import EXCHANGES, FakeExchangeServer, Fault
 
 AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -264,3 +269,31 @@ async def test_two_collectors_on_one_database_store_each_tick_once(
     assert [True, True] == [report.stored for report in reports]
     assert 80 == sum(report.written for report in reports)
     assert 80 == await count(conn)
+
+
+async def test_an_exchange_back_after_failed_cycles_has_its_gap_filled(
+    exchange_server: FakeExchangeServer,
+    live_source: LiveSource,
+    pool: AsyncConnectionPool,
+    conn: psycopg.AsyncConnection,
+    tmp_path: Path,
+) -> None:
+    """kraken failing for five minutes gets those minutes from its 1-minute candles once it
+    answers again, without a restart; the exchanges that never failed get nothing extra."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    settings = load_settings(_env_file=None, database_url="postgresql:///unused")
+    collector = Collector(settings, live_source, pool, Spool(tmp_path, max_bytes=2**20))
+    await collector.collect(now - 6 * MINUTE)
+    exchange_server.faults["kraken"] = Fault(status=503, body="Service Unavailable")
+    for minutes in range(5, 0, -1):
+        await collector.collect(now - minutes * MINUTE)
+    del exchange_server.faults["kraken"]
+
+    await collector.collect(now)
+    await collector.wait_for_fills()
+
+    cursor = await conn.execute(
+        "SELECT exchange, count(DISTINCT time), min(time), max(time) FROM prices GROUP BY 1"
+    )
+    assert [("kraken", 5, now - 5 * MINUTE, now - MINUTE)] == await cursor.fetchall()
+    collector.spool.close()

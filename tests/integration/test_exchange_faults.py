@@ -209,3 +209,37 @@ async def test_refused_connections_fail_every_exchange_quickly(
     assert sorted(EXCHANGES) == sorted(report.failed)
     assert all(not ok for ok, _, _ in (await runs(conn)).values())
     assert time.monotonic() - started < 10
+
+
+async def test_an_error_holding_a_nul_byte_is_recorded_without_it(
+    server: FakeExchangeServer,
+    source: LiveSource,
+    pool: AsyncConnectionPool,
+    conn: psycopg.AsyncConnection,
+) -> None:
+    """An exchange whose error message holds a NUL fails alone; its error is stored, NUL-free."""
+    server.faults["okx"] = Fault(status=500, body="Internal\x00Server Error")
+
+    report = await run_cycle(source, Store(pool), AT, timeout_seconds=3)
+
+    assert (["okx"], True) == (report.failed, report.stored)
+    cursor = await conn.execute("SELECT error FROM collector_runs WHERE exchange = 'okx'")
+    ((error,),) = await cursor.fetchall()
+    assert "InternalServer Error" in error
+    assert others_fine(await runs(conn), "okx")
+
+
+async def test_microsecond_timestamps_give_null_exchange_times_not_a_lost_exchange(
+    server: FakeExchangeServer,
+    source: LiveSource,
+    pool: AsyncConnectionPool,
+    conn: psycopg.AsyncConnection,
+) -> None:
+    """Ticker times in microseconds ("year 57971") are stored as NULL; every pair is written."""
+    server.clock = lambda: time.time() * 1000  # the fake's milliseconds become microseconds
+
+    report = await run_cycle(source, Store(pool), AT, timeout_seconds=5)
+
+    assert ([], sum(LISTED.values())) == (report.failed, report.written)
+    cursor = await conn.execute("SELECT count(*) FROM ticks WHERE exchange_time IS NOT NULL")
+    assert (0,) == await cursor.fetchone()

@@ -1,12 +1,13 @@
 """The collector as a process: stopped cleanly, killed mid-run, restarted, gaps filled."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from collector.gaps import fill_gap
 from collector.sources.simulated import SimulatedSource
 from collector.ticks import Tick, normalise
 from collector.writer import write_ticks
+from tests.integration.collector_process import (
+    collectors,
+    exited,
+    gaps,
+    spooled_instants,
+    until,
+)
+from tests.integration.collector_process import stored_cycles as cycles_stored
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIRS = 5
@@ -162,3 +171,92 @@ async def test_a_restarted_collector_fills_the_gap_its_downtime_left(
 
     assert (10,) == filled, stderr
     assert "filling the gap" in stderr
+
+
+@contextlib.asynccontextmanager
+async def collector_runs_locked(database_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    """Hold collector_runs locked, so that the collector's next write waits; released on exit."""
+    async with await psycopg.AsyncConnection.connect(database_url) as locker:
+        await locker.execute("LOCK TABLE collector_runs IN ACCESS EXCLUSIVE MODE")
+        yield locker
+        await locker.rollback()
+
+
+async def write_waiting(database_url: str) -> bool:
+    """Whether a collector's write is waiting for a lock."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'datatracker-collector' AND wait_event_type = 'Lock'"
+        )
+        row = await cursor.fetchone()
+        return bool(row and row[0])
+
+
+def slow_write_settings(database_url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "SUPPORTED_EXCHANGES": "kraken",
+        "SIMULATED_PAIRS_PER_EXCHANGE": str(PAIRS),
+        "COLLECT_INTERVAL_SECONDS": "1",
+        "GAP_FILL_MAX_HOURS": "0",
+        "STOP_GRACE_SECONDS": "8",
+    }
+
+
+async def test_sigterm_lets_a_slow_write_finish(database_url: str, tmp_path: Path) -> None:
+    """SIGTERM while a write waits on a lock: once the lock goes (within the grace) the write
+    and the cycles behind it are stored, the spool is empty and the exit is clean."""
+    with collectors(tmp_path, **slow_write_settings(database_url)) as processes:
+        process = processes.start()
+        await until(lambda: has_cycles(database_url, 2), 60, "two cycles")
+        async with collector_runs_locked(database_url):
+            await until(lambda: write_waiting(database_url), 30, "a write waiting on the lock")
+            await asyncio.sleep(1.5)  # another cycle or two queue up behind it
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(1)
+        assert 0 == await exited(process, 30)
+        stderr = processes.stderr(process)
+
+    instants = sorted(await cycles_stored(database_url))
+    assert [] == gaps(instants, timedelta(seconds=1)), stderr
+    assert [] == spooled_instants(tmp_path)
+    assert "Traceback" not in stderr
+    assert "CancelledError" not in stderr
+
+
+async def test_sigterm_leaves_a_write_stuck_past_the_grace_in_the_spool(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A write still waiting when the grace ends is abandoned cleanly and left in the spool;
+    the next start writes it, and every cycle once."""
+    with collectors(tmp_path, **slow_write_settings(database_url)) as processes:
+        first = processes.start(STOP_GRACE_SECONDS="2")
+        await until(lambda: has_cycles(database_url, 2), 60, "two cycles")
+        async with collector_runs_locked(database_url):
+            await until(lambda: write_waiting(database_url), 30, "a write waiting on the lock")
+            first.send_signal(signal.SIGTERM)
+            assert 0 == await exited(first, 20)
+        left = spooled_instants(tmp_path)
+        second = processes.start()
+
+        async def written() -> bool:
+            cycles = await cycles_stored(database_url)
+            return not spooled_instants(tmp_path) and max(cycles) > left[-1]
+
+        await until(written, 60, "the spool written by the next start")
+        second.send_signal(signal.SIGTERM)
+        assert 0 == await exited(second, 30)
+        stderr = processes.stderr(first)
+
+    assert left, stderr
+    assert "left in the spool for the next start" in stderr
+    assert "Traceback" not in stderr
+    assert "CancelledError" not in stderr
+    cycles = await cycles_stored(database_url)
+    assert set(left) <= set(cycles)
+    assert {PAIRS} == set(cycles.values())
+
+
+async def has_cycles(database_url: str, count: int) -> bool:
+    return len(await cycles_stored(database_url)) >= count
