@@ -16,6 +16,9 @@ COPY db ./db
 RUN pip install -c constraints.txt -e .
 
 RUN useradd --system --no-create-home tracker
+# The collector's spool (docker-compose.yml mounts a named volume here): a new volume takes
+# this directory's owner, so tracker can write it.
+RUN mkdir -p /var/lib/datatracker/spool && chown tracker /var/lib/datatracker/spool
 USER tracker
 
 CMD ["python", "-m", "api"]

@@ -42,7 +42,7 @@ EXPECTED_COLUMNS = {
     "datatracker-overview/Ticks per minute, per exchange": ["time", "metric", "ticks per minute"],
     "datatracker-overview/Collector health, per exchange": [
         "exchange", "last successful cycle", "last cycle", "cycles",
-        "failed cycles", "ticks written", "quotes dropped", "last error",
+        "failed cycles", "ticks written", "quotes dropped", "last error", "set-aside cycles",
     ],
     "datatracker-overview/Failed cycles, per exchange": ["time", "metric", "failed cycles"],
     "datatracker-pair/Price: $symbol on $exchange": ["time", "price"],
