@@ -2,14 +2,21 @@
 
 Prices change once per collection cycle, while readers may ask for the same pair many times a
 minute. `ResponseCache` keeps each value with what it was read from (the ticks, the stored
-ranking) until the database announces a change to that: statement triggers in db/init.sql
-send `NOTIFY datatracker_changes` with `ticks` or `ranking` as payload, whoever writes. So a
-ranking refresh drops the ranks but not the prices. A value may also carry its own deadline:
-a pair's prices go stale without any write when the oldest leaves the 24-hour window.
+ranking) until the database announces a change to that: statement triggers (migrations 0001
+and 0004) send `NOTIFY datatracker_changes` with `ticks`, `ranking` or `markets` as payload,
+whoever writes. So a ranking refresh drops the ranks but not the prices. A value may also
+carry its own deadline: a pair's prices go stale without any write when the oldest leaves the
+24-hour window.
 
-The cache keeps values only while its listening connection is up: a value kept across a lost
-connection could outlive a change announced while nobody listened. A change reaches the
-cache a notification's delivery after its commit (well under a millisecond on one host).
+Chunks dropped or compressed (drop_chunks, TimescaleDB's retention and compression policies)
+fire no trigger: the listener reads `ticks_storage()` at each check of its connection, every
+CHECK_SECONDS, and drops every value when the chunks changed.
+
+The cache keeps values only while its listening connection answers: a value kept across a
+lost connection could outlive a change announced while nobody listened. A connection that
+stops answering without closing (a frozen server process, a silent network) stops values
+being served TRUSTED_SECONDS after its last answer at the latest. A change reaches the cache
+a notification's delivery after its commit (well under a millisecond on one host).
 """
 
 import asyncio
@@ -24,6 +31,8 @@ from typing import TypeVar
 import psycopg
 from cachetools import TLRUCache
 
+from datatracker.database import redact_dsn
+
 T = TypeVar("T")
 
 # What the database announces changes of (db/init.sql): the ticks, and the stored ranking
@@ -31,10 +40,14 @@ T = TypeVar("T")
 TICKS = "ticks"
 RANKING = "ranking"
 SOURCES = (TICKS, RANKING)
-# Between notifications the listener checks its connection this often (and gives a check
-# this long to answer); after losing it, it tries again this long after.
-HEARTBEAT_SECONDS = 5.0
+# Between notifications the listener checks its connection (and the chunks of ticks) this
+# often, and gives a check this long to answer; values are served only while the last answer
+# is at most TRUSTED_SECONDS old. After losing the connection it tries again this long after.
+CHECK_SECONDS = 0.5
+ANSWER_SECONDS = 1.0
+TRUSTED_SECONDS = 1.5
 RECONNECT_SECONDS = 2.0
+CONNECT_TIMEOUT_SECONDS = 5
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +76,7 @@ class ResponseCache:
             getsizeof=lambda entry: entry.size,
         )
         self._listening = False
+        self._answered_at = -math.inf  # time.monotonic() of the listener's last answer
         self._changes: Counter[str] = Counter()
 
     @property
@@ -71,7 +85,11 @@ class ResponseCache:
         or `off` (API_CACHE_MB=0)."""
         if self._max_bytes <= 0:
             return "off"
-        return "listening" if self._listening else "not listening"
+        return "listening" if self._trusted() else "not listening"
+
+    def _trusted(self) -> bool:
+        """Whether the listener is connected and answered recently enough to serve values."""
+        return self._listening and time.monotonic() - self._answered_at <= TRUSTED_SECONDS
 
     def token(self, *sources: str) -> Token:
         """Take before reading `sources` (TICKS, RANKING) for a value, and give to `put` with
@@ -83,6 +101,8 @@ class ResponseCache:
         entry = self._entries.get(key)
         if entry is None or entry.token != self.token(*(source for source, _ in entry.token)):
             return None
+        if not self._trusted():
+            return None
         return entry.value if isinstance(entry.value, kind) else None
 
     def put(
@@ -91,7 +111,7 @@ class ResponseCache:
         """Keep `value` for at most `fresh_for` seconds or until a source of `token` changes,
         unless one changed already or nothing is listening for changes."""
         if (
-            self._listening
+            self._trusted()
             and token == self.token(*(source for source, _ in token))
             and size <= self._max_bytes
         ):
@@ -111,6 +131,7 @@ class ResponseCache:
 
     def _listen_from_now(self, listening: bool) -> None:
         self._listening = listening
+        self._answered_at = time.monotonic() if listening else -math.inf
         self.clear()
 
     async def listen(self, conninfo: str) -> None:
@@ -118,30 +139,54 @@ class ResponseCache:
         while this is not connected; it reconnects after a lost connection."""
         if self._max_bytes <= 0:
             return
+        said_off = False
         try:
             while True:
                 try:
                     async with await psycopg.AsyncConnection.connect(
                         conninfo,
                         autocommit=True,
-                        connect_timeout=int(HEARTBEAT_SECONDS),
+                        connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         application_name="datatracker-api-cache",
                     ) as conn:
                         await conn.execute("LISTEN datatracker_changes")
+                        storage = await self._check(conn)
                         self._listen_from_now(True)
+                        said_off = False
                         log.info("response cache on: listening for changes to the data")
-                        await self._clear_on_changes(conn)
+                        await self._clear_on_changes(conn, storage)
                 except (psycopg.Error, TimeoutError) as error:
-                    if self._listening:
-                        reason = str(error).strip().splitlines()[0] if str(error) else "no answer"
-                        log.warning("response cache off until the database is back: %s", reason)
+                    reason = str(error).strip().splitlines()[0] if str(error) else "no answer"
+                    if self._listening or not said_off:
+                        log.warning(
+                            "response cache off until the database is back: %s", redact_dsn(reason)
+                        )
+                        said_off = True
                     self._listen_from_now(False)
                     await asyncio.sleep(RECONNECT_SECONDS)
         finally:
             self._listen_from_now(False)
 
-    async def _clear_on_changes(self, conn: psycopg.AsyncConnection) -> None:
+    async def _clear_on_changes(self, conn: psycopg.AsyncConnection, storage: str) -> None:
         while True:
-            async for notification in conn.notifies(timeout=HEARTBEAT_SECONDS):
+            async for notification in conn.notifies(timeout=CHECK_SECONDS):
                 self.changed(notification.payload)
-            await asyncio.wait_for(conn.execute("SELECT 1"), HEARTBEAT_SECONDS)
+            now = await self._check(conn)
+            if now != storage:
+                # Chunks dropped or compressed. Or only added: announced by the write that
+                # added them, but a chunk added and dropped between two checks shows only so.
+                self.changed(TICKS)
+                storage = now
+
+    async def _check(self, conn: psycopg.AsyncConnection) -> str:
+        """The chunks of ticks as ticks_storage() describes them; a check that the connection
+        answers, which stops values being served at once when it does not."""
+        try:
+            cursor = await asyncio.wait_for(conn.execute("SELECT ticks_storage()"), ANSWER_SECONDS)
+            row = await cursor.fetchone()
+        except TimeoutError:
+            # At once: closing the connection may take its own time.
+            self._answered_at = -math.inf
+            raise TimeoutError(f"no answer within {ANSWER_SECONDS} s") from None
+        self._answered_at = time.monotonic()
+        return str(row[0]) if row else ""

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 
+from api.cache import CHECK_SECONDS
 from collector.ticks import Tick
 from collector.writer import write_ticks
 from datatracker.settings import load_settings
@@ -45,6 +46,7 @@ async def test_a_repeated_read_is_served_from_the_cache(
 ) -> None:
     """With the change announcement switched off, a write stays unseen: the body was kept."""
     await write_ticks(conn, [btc(now - timedelta(minutes=1), 100.0)])
+    await asyncio.sleep(CHECK_SECONDS + 0.1)  # the listener has seen the new chunk
     assert [100.0] == await prices(api)
 
     await conn.execute("DROP TRIGGER ticks_changed ON ticks")
@@ -108,6 +110,7 @@ async def test_a_ranking_refresh_keeps_the_prices(
     minutes = [now - timedelta(minutes=m) for m in (3, 2, 1)]
     await write_ticks(conn, [btc(at, 100.0 + i) for i, at in enumerate(minutes)])
     await refresh_candles(database_url, since=minutes[0])
+    await asyncio.sleep(CHECK_SECONDS + 0.1)  # the listener has seen the new chunk
     before = (await api.get(PRICES)).json()
     await conn.execute("DROP TRIGGER ticks_changed ON ticks")
     await write_ticks(conn, [btc(now, 103.0)])
