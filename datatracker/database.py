@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 import time
 
 import psycopg
@@ -9,6 +10,17 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
+
+# `user:secret@` in a URL, with or without its scheme (or a mistyped one: `postgresql//`).
+_URL_PASSWORD = re.compile(r"([^\s\"'/@:=]+):[^\s\"'@/]+@")
+# `password=secret` in a key=value string, quoted or not.
+_KEY_PASSWORD = re.compile(r"(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s\"]+)")
+
+
+def redact_dsn(text: str) -> str:
+    """`text` with every password of a libpq URL or key=value string in it replaced by ***,
+    for log lines and error messages (psycopg's parse errors quote the connection string)."""
+    return _KEY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
 
 
 def create_pool(
@@ -52,7 +64,9 @@ async def wait_for_database(conninfo: str, *, give_up_after: float | None = None
             if deadline is not None and time.monotonic() >= deadline:
                 raise
             if not waiting:
-                log.warning("waiting for the database: %s", str(error).strip().splitlines()[0])
+                log.warning(
+                    "waiting for the database: %s", redact_dsn(str(error).strip().splitlines()[0])
+                )
                 waiting = True
             await asyncio.sleep(1)
             continue

@@ -4,9 +4,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from datatracker.database import redact_dsn
 from datatracker.symbols import normalise_exchange
 
 
@@ -58,6 +61,17 @@ class Settings(BaseSettings):
             if not names:
                 raise ValueError("name at least one exchange")
             return names
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _parse_database_url(cls, value: str) -> str:
+        # Checked here so that a malformed URL stops the program with one line, and without
+        # the password that psycopg's own message would quote.
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError as error:
+            raise ValueError(redact_dsn(str(error).strip())) from None
         return value
 
     @field_validator("log_level", mode="before")
