@@ -8,14 +8,10 @@ import httpx
 import psycopg
 import pytest
 
-from collector.cycle import cycle_instant
 from collector.maintenance import Maintenance
-from collector.service import Collector
-from collector.sources.simulated import SimulatedSource
 from collector.ticks import Tick
 from collector.writer import write_ticks
 from datatracker.database import create_pool
-from datatracker.storage import StorageMode
 from tests.integration.history import settings_for
 from tests.integration.retention import chunk_edges
 
@@ -107,57 +103,6 @@ async def test_timescale_mode_leaves_the_upkeep_to_the_database(collector_url: s
     async with pool.connection() as conn:
         counts = await conn.execute("SELECT (SELECT count(*) FROM ticks), count(*) FROM candles_5m")
         assert (0, (1, 0)) == (dropped, await counts.fetchone())
-    await pool.close()
-
-
-async def test_each_collected_cycle_is_rolled_up_into_the_candles(collector_url: str) -> None:
-    """A scheduled cycle in Apache mode leaves its ticks' 5-minute and hourly candles current."""
-    settings = settings_for(collector_url)
-    source = SimulatedSource(("kraken",), pairs_per_exchange=3, seed=1)
-    pool = create_pool(collector_url, max_size=2, name="test")
-    await pool.open(wait=True)
-    collector = Collector(settings, source, pool, Maintenance(settings, pool, "apache"))
-
-    await collector.collect()
-
-    async with pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT (SELECT sum(count) FROM candles_5m), (SELECT sum(count) FROM candles_1h),"
-            " (SELECT count(*) FROM ticks)"
-        )
-        assert (3, 3, 3) == await cursor.fetchone()
-    await pool.close()
-
-
-@pytest.mark.parametrize("mode", ["apache", "timescale"])
-async def test_each_collected_cycle_refreshes_the_stored_ranking(
-    collector_url: str, mode: StorageMode
-) -> None:
-    """After a scheduled cycle, in either mode, the stored ranking's window ends after its
-    instant and ranks the pairs with two ticks in it."""
-    settings = settings_for(collector_url)
-    source = SimulatedSource(("kraken",), pairs_per_exchange=3, seed=1)
-    pool = create_pool(collector_url, max_size=2, name="test")
-    await pool.open(wait=True)
-    at = cycle_instant(datetime.now(UTC), settings.collect_interval_seconds)
-    earlier = [
-        Tick(at - timedelta(minutes=1), "kraken", pair.symbol, pair.base, pair.quote, pair.price)
-        for pair in source.pairs
-    ]
-    async with pool.connection() as conn:
-        await write_ticks(conn, earlier)
-    # Candles of the earlier ticks, which a licensed edition's aggregates would hold.
-    await Maintenance(settings, pool, "apache").roll_up(earlier[0].time)
-    collector = Collector(settings, source, pool, Maintenance(settings, pool, mode))
-
-    await collector.collect()
-
-    async with pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT window_end >= %s, ranked, (SELECT count(*) FROM rankings) FROM rankings_window",
-            [at],
-        )
-        assert (True, 3, 3) == await cursor.fetchone()
     await pool.close()
 
 
