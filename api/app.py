@@ -10,13 +10,15 @@ import psycopg
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import Scope
 from psycopg_pool import PoolTimeout
 
+from api.asgi import Api
 from api.cache import ResponseCache
 from api.candles import candles
+from api.docs import assets_router, openapi_config
+from api.errors import bad_request
 from api.rankings import rankings
 from api.routes import health, price_history, provide_connection
 from datatracker.database import create_pool
@@ -26,7 +28,8 @@ log = logging.getLogger("api")
 
 # A request waits this long for a connection before answering 503.
 CONNECTION_WAIT_SECONDS = 5.0
-# Every route is a GET: a request with a body larger than this is refused (413).
+# Every route is a GET: Api (api/asgi.py) refuses any request body before routing; this
+# bounds what a handler could read, should one ever read it.
 MAX_BODY_BYTES = 1024
 
 
@@ -77,15 +80,16 @@ def create_app(settings: Settings) -> Litestar:
                 await listening
             await pool.close()
 
-    return Litestar(
-        route_handlers=[price_history, candles, rankings, health],
+    return Api(
+        route_handlers=[price_history, candles, rankings, health, assets_router()],
         dependencies={"conn": Provide(provide_connection)},
         lifespan=[lifespan],
         exception_handlers={
             psycopg.OperationalError: database_unavailable,
             PoolTimeout: database_unavailable,
+            ValidationException: bad_request,
         },
-        openapi_config=OpenAPIConfig(title="datatracker", version="0.1.0"),
+        openapi_config=openapi_config(version="0.1.0"),
         logging_config=None,  # datatracker.logs configures logging for the whole process
         # With no logging config Litestar logs no exception: log each 500's traceback here.
         after_exception=[log_server_error],

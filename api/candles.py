@@ -6,8 +6,11 @@ from typing import Annotated, Literal
 
 from litestar import get
 from litestar.exceptions import ValidationException
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
+from api.docs import CANDLES_EXAMPLE, documented
+from api.errors import clip
 from api.models import Candle, Candles
 from api.routes import NOT_FOUND, QUERIES, Connection, ExchangeParam, SymbolParam, find_market
 
@@ -43,6 +46,7 @@ TimeParam = Annotated[
         "at most 5000 candles before `end` are returned.",
         schema_extra={"format": "date-time"},
         max_length=40,
+        examples=[Example(value="2026-11-25T03:00:00Z")],
     ),
 ]
 
@@ -52,15 +56,17 @@ def parse_time(text: str, name: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValidationException(f"{name} is not an ISO 8601 time: {text!r}") from None
+        raise ValidationException(f"{name} is not an ISO 8601 time: {clip(text)}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def time_range(interval: Interval, start: str | None, end: str | None) -> tuple[datetime, datetime]:
     """The requested [start, end): by default the interval's range up to now, and at most
-    MAX_CANDLES candles back from `end`."""
-    stop = parse_time(end, "end") if end else datetime.now(UTC)
-    begin = parse_time(start, "start") if start else before(stop, interval.default_range)
+    MAX_CANDLES candles back from `end`; 400 when `start` is after `end`."""
+    stop = datetime.now(UTC) if end is None else parse_time(end, "end")
+    begin = before(stop, interval.default_range) if start is None else parse_time(start, "start")
+    if begin > stop:
+        raise ValidationException(f"start ({begin.isoformat()}) is after end ({stop.isoformat()})")
     return max(begin, before(stop, MAX_CANDLES * interval.width)), stop
 
 
@@ -75,7 +81,7 @@ def before(moment: datetime, span: timedelta) -> datetime:
 @get(
     "/prices/{exchange:str}/{symbol:str}/candles",
     summary="A pair's candles over any range",
-    responses=NOT_FOUND,
+    responses={200: documented(Candles, "Request fulfilled", CANDLES_EXAMPLE)} | NOT_FOUND,
 )
 async def candles(
     conn: Connection,
@@ -85,8 +91,8 @@ async def candles(
     start: TimeParam = None,
     end: TimeParam = None,
 ) -> Candles:
-    """Candles (OHLC, count, mean, sample stdv) starting in [start, end), oldest first;
-    none when start is not before end."""
+    """Candles (OHLC, count, mean, sample stdv) starting in [start, end), oldest first; none
+    when start equals end, 400 when it is after."""
     chosen = INTERVALS[interval]
     begin, stop = time_range(chosen, start, end)
     market_id, exchange, symbol = await find_market(conn, exchange, symbol)

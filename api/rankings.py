@@ -4,14 +4,16 @@ from typing import Annotated, Literal
 
 from litestar import MediaType, get
 from litestar.datastructures import State
-from litestar.openapi import ResponseSpec
+from litestar.exceptions import NotFoundException
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 from litestar.serialization import encode_json
+from psycopg import AsyncConnection
 
 from api.cache import RANKING, ResponseCache
-from api.models import RankedPair, Rankings
-from api.routes import QUERIES
-from datatracker.symbols import normalise_exchange
+from api.docs import NOT_FOUND_EXAMPLE, RANKINGS_EXAMPLE, documented
+from api.models import Problem, RankedPair, Rankings
+from api.routes import EXCHANGE_PATTERN, QUERIES, exchange_named
 
 RankBy = Literal["cv", "stdv"]
 
@@ -20,7 +22,10 @@ RankBy = Literal["cv", "stdv"]
     "/rankings",
     summary="Pairs ranked by 24-hour volatility",
     media_type=MediaType.JSON,
-    responses={200: ResponseSpec(Rankings, description="Request fulfilled")},
+    responses={
+        200: documented(Rankings, "Request fulfilled", RANKINGS_EXAMPLE),
+        404: documented(Problem, "Unknown exchange", NOT_FOUND_EXAMPLE),
+    },
 )
 async def rankings(
     state: State,
@@ -30,17 +35,26 @@ async def rankings(
     ] = "cv",
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     offset: Annotated[int, Parameter(ge=0, le=1_000_000)] = 0,
-    exchange: Annotated[str | None, Parameter(pattern=r"^[A-Za-z0-9_-]{1,40}$")] = None,
+    exchange: Annotated[
+        str | None,
+        Parameter(
+            description="Only this exchange's pairs (named as in /prices); 404 if none is stored.",
+            pattern=EXCHANGE_PATTERN,
+            examples=[Example(value="kraken")],
+        ),
+    ] = None,
 ) -> bytes:
     """Most volatile first over the 24 hours up to `as_of`: the ranking the collector stored
     after its latest cycle. Ranks are over all exchanges."""
-    exchange = exchange and normalise_exchange(exchange)
+    exchange = exchange if exchange is None else exchange_named(exchange)
     cache: ResponseCache = state.cache
     key = ("rankings", by, exchange, limit, offset)
     if (body := cache.get(key, bytes)) is not None:
         return body
     token = cache.token(RANKING)
     async with state.pool.connection() as conn:
+        if exchange is not None:
+            await require_exchange(conn, exchange)
         cursor = await conn.execute(
             QUERIES["rankings"],
             {"by": by, "exchange": exchange, "limit": limit, "offset": offset},
@@ -51,3 +65,11 @@ async def rankings(
     body = encode_json(Rankings(by, exchange, ranked, limit, offset, pairs, as_of))
     cache.put(key, body, len(body), token)
     return body
+
+
+async def require_exchange(conn: AsyncConnection, exchange: str) -> None:
+    """404 unless a market of `exchange` is stored, as /prices says of an unknown exchange."""
+    cursor = await conn.execute(QUERIES["exchange_known"], {"exchange": exchange})
+    known = await cursor.fetchone()
+    if not (known and known[0]):
+        raise NotFoundException(f"unknown exchange {exchange!r}")

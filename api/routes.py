@@ -9,13 +9,16 @@ import msgspec
 from litestar import MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 from litestar.serialization import encode_json
 from psycopg import AsyncConnection
 
 from api.cache import RANKING, TICKS, ResponseCache
+from api.docs import NOT_FOUND_EXAMPLE, PRICE_HISTORY_EXAMPLE, documented
+from api.errors import clip
 from api.models import Health, Price, PriceHistory, Problem
 from datatracker.queries import load_queries
 from datatracker.storage import detect_storage_mode
@@ -27,16 +30,21 @@ QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 PLACE_BYTES = 64
 
 # Documents the 404 of a route that looks a pair up with find_market.
-NOT_FOUND = {404: ResponseSpec(Problem, description="Unknown exchange or pair")}
+NOT_FOUND = {404: documented(Problem, "Unknown exchange or pair", NOT_FOUND_EXAMPLE)}
 
 # A pooled connection, injected by name (see create_app's dependencies).
 Connection = NamedDependency[AsyncConnection]
 
+# `(?!\n)`: in Python's regex (which checks the value) `$` also matches before a trailing
+# newline; the lookahead refuses it and means the same in the schema's ECMAScript dialect.
+# `(?=.*[A-Za-z0-9])`: `---` names no exchange.
+EXCHANGE_PATTERN = r"^(?=.*[A-Za-z0-9])[A-Za-z0-9_-]{1,40}(?!\n)$"
 ExchangeParam = Annotated[
     str,
     Parameter(
         description="Exchange id, any case; `-` and `_` are ignored (`binance-us` = `binanceus`).",
-        pattern=r"^[A-Za-z0-9_-]{1,40}$",
+        pattern=EXCHANGE_PATTERN,
+        examples=[Example(value="kraken")],
     ),
 ]
 SymbolParam = Annotated[
@@ -44,7 +52,8 @@ SymbolParam = Annotated[
     Parameter(
         description="Pair as base and quote, any case, optionally joined by `-`, `_` or `.`: "
         "`btcusd`, `BTC-USD` and `btc_usd` are the same pair.",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?!\n)$",
+        examples=[Example(value="btcusd")],
     ),
 ]
 
@@ -55,9 +64,17 @@ async def provide_connection(state: State) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+def exchange_named(name: str) -> str:
+    """The exchange id a user's name stands for; 400 when it names none (`---`)."""
+    exchange = normalise_exchange(name)
+    if not exchange:
+        raise ValidationException(f"exchange names no exchange: {clip(name)}")
+    return exchange
+
+
 async def find_market(conn: AsyncConnection, exchange: str, symbol: str) -> tuple[int, str, str]:
     """The (id, exchange, symbol) of a pair as a user names it; 404 naming what is unknown."""
-    exchange, symbol = normalise_exchange(exchange), normalise_symbol_query(symbol)
+    exchange, symbol = exchange_named(exchange), normalise_symbol_query(symbol)
     cursor = await conn.execute(QUERIES["market"], {"exchange": exchange, "symbol": symbol})
     market = await cursor.fetchone()
     if market is None:
@@ -97,12 +114,13 @@ class Place:
     "/prices/{exchange:str}/{symbol:str}",
     summary="A pair's last 24 hours of prices",
     media_type=MediaType.JSON,
-    responses={200: ResponseSpec(PriceHistory, description="Request fulfilled")} | NOT_FOUND,
+    responses={200: documented(PriceHistory, "Request fulfilled", PRICE_HISTORY_EXAMPLE)}
+    | NOT_FOUND,
 )
 async def price_history(state: State, exchange: ExchangeParam, symbol: SymbolParam) -> bytes:
     """Prices of the last 24 hours, oldest first, with their sample standard deviation (`stdv`)
     and the pair's place in the volatility ranking (`rank` of `ranked`)."""
-    exchange, symbol = normalise_exchange(exchange), normalise_symbol_query(symbol)
+    exchange, symbol = exchange_named(exchange), normalise_symbol_query(symbol)
     cache: ResponseCache = state.cache
     # Kept apart, so that a ranking refresh costs each pair a rank lookup, not its prices.
     prices_key = ("prices", exchange, symbol)

@@ -1,5 +1,6 @@
 """The HTTP API over a real TimescaleDB: the original's contract, the 24-hour window, errors."""
 
+import json
 import math
 import statistics
 from datetime import datetime, timedelta
@@ -143,3 +144,86 @@ async def test_an_unreachable_database_is_a_json_503() -> None:
         responses = [await api.get("/health"), await api.get("/prices/kraken/btcusd")]
     assert [503, 503] == [response.status_code for response in responses]
     assert ["application/json"] * 2 == [r.headers["content-type"] for r in responses]
+
+
+async def test_rankings_of_an_unknown_exchange_is_404(
+    api: httpx.AsyncClient, history: list[Tick]
+) -> None:
+    """/rankings?exchange=nope says 404 like /prices does, not an empty 200."""
+    response = await api.get("/rankings", params={"exchange": "nope"})
+
+    assert (404, "unknown exchange 'nope'") == (response.status_code, response.json()["detail"])
+
+
+@pytest.mark.parametrize("path", ["/rankings?exchange=---", "/prices/---/btcusd"])
+async def test_an_exchange_of_separators_only_is_400(
+    api: httpx.AsyncClient, history: list[Tick], path: str
+) -> None:
+    """`---` names no exchange: 400, not an answer about the exchange ''."""
+    response = await api.get(path)
+
+    assert 400 == response.status_code
+    assert "''" not in response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/prices/kraken%0A/btcusd", "/prices/kraken/btcusd%0A", "/rankings?exchange=kraken%0A"]
+)
+async def test_a_trailing_newline_is_not_part_of_a_valid_name(
+    api: httpx.AsyncClient, history: list[Tick], path: str
+) -> None:
+    """The patterns' `$` would let a trailing newline through; the lookahead refuses it."""
+    assert 400 == (await api.get(path)).status_code
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("/prices/kraken/{}", "x" * 300),
+        ("/prices/{}/btcusd", "k" * 300),
+        ("/rankings?exchange={}", "y" * 300),
+        ("/prices/kraken/btcusd/candles?start={}", "2" * 39),
+    ],
+)
+async def test_a_400_echoes_only_a_short_prefix(
+    api: httpx.AsyncClient, path: str, value: str
+) -> None:
+    """However long the offending value, the answer shows at most a short prefix of it."""
+    response = await api.get(path.format(value))
+
+    assert 400 == response.status_code
+    assert len(response.json()["detail"]) <= 96
+    assert value[:80] not in response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/prices/kraken/btcusd", "/rankings", "/schema/openapi.json", "/prices/nope/btcusd"]
+)
+async def test_head_answers_like_get_without_a_body(
+    api: httpx.AsyncClient, history: list[Tick], path: str
+) -> None:
+    """HEAD on a GET route has GET's status and headers (Content-Length included), no body."""
+    got = await api.get(path)
+    head = await api.head(path)
+
+    assert (got.status_code, got.headers["content-length"], b"") == (
+        head.status_code,
+        head.headers["content-length"],
+        head.content,
+    )
+
+
+async def test_the_schema_shows_real_examples(api: httpx.AsyncClient) -> None:
+    """The documented answers are a real pair with plausible prices and ISO times, not values
+    Litestar made up."""
+    schema = (await api.get("/schema/openapi.json")).json()
+    prices = schema["paths"]["/prices/{exchange}/{symbol}"]["get"]
+    example = prices["responses"]["200"]["content"]["application/json"]["examples"]
+    value = next(iter(example.values()))["value"]
+    parameters = {p["name"]: p["examples"] for p in prices["parameters"]}
+
+    assert ("kraken", "btcusd") == (value["exchange"], value["symbol"])
+    assert all(90_000 < point["price"] < 110_000 for point in value["prices"])
+    assert all(datetime.fromisoformat(point["updated_at"]) for point in value["prices"])
+    assert "kraken" == next(iter(parameters["exchange"].values()))["value"]
+    assert "examples" not in json.dumps(schema["components"]["schemas"])

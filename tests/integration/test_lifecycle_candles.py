@@ -56,11 +56,22 @@ async def test_bad_candle_parameters_answer_400(
     assert 400 == response.status_code
 
 
-async def test_a_range_ending_before_it_starts_has_no_candles(
+async def test_a_range_ending_before_it_starts_is_a_400(
     history_api: httpx.AsyncClient,
 ) -> None:
-    """start after end answers an empty list."""
+    """start after end is a malformed request, said so, not an empty list."""
     params = {"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    response = await history_api.get("/prices/kraken/btcusd/candles", params=params)
+
+    assert (400, "start (2026-01-02T00:00:00+00:00) is after end (2026-01-01T00:00:00+00:00)") == (
+        response.status_code,
+        response.json()["detail"],
+    )
+
+
+async def test_an_empty_range_has_no_candles(history_api: httpx.AsyncClient) -> None:
+    """start equal to end is the empty range [start, end): no candles."""
+    params = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
     response = await history_api.get("/prices/kraken/btcusd/candles", params=params)
 
     assert (200, []) == (response.status_code, response.json()["candles"])

@@ -1,0 +1,69 @@
+"""What the API does with a request before Litestar routes it: HEAD as GET, and no bodies.
+
+Litestar answers HEAD on a GET route with 405 and reads a request's body only when a handler
+asks for it, so a GET may carry any body at all. `Api` answers HEAD with the GET's status
+and headers, without the body (RFC 9110), and refuses every request body with 413 before it
+is read, closing the connection, since no route takes one.
+"""
+
+from typing import Any, cast
+
+from litestar import Litestar
+from litestar.enums import ScopeType
+from litestar.serialization import encode_json
+from litestar.types import HTTPScope, Message, Send
+
+BODY_REFUSED = encode_json(
+    {"status_code": 413, "detail": "request bodies are not accepted: every route is a GET"}
+)
+
+
+def has_body(scope: HTTPScope) -> bool:
+    """Whether the request announces a body: a non-zero Content-Length, or any
+    Transfer-Encoding."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
+
+
+async def refuse_body(send: Send) -> None:
+    """Answer 413 and have the server close the connection, the body unread."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(BODY_REFUSED)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": BODY_REFUSED, "more_body": False})
+
+
+def without_body(send: Send) -> Send:
+    """`send` with every response body emptied (the headers, Content-Length included, stay)."""
+
+    async def send_headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_headers_only
+
+
+class Api(Litestar):
+    """The Litestar app, answering HEAD like GET and refusing request bodies."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            request = cast(HTTPScope, scope)
+            if has_body(request):
+                await refuse_body(send)
+                return
+            if request["method"] == "HEAD":
+                scope = {**request, "method": "GET"}
+                send = without_body(send)
+        await super().__call__(scope, receive, send)
