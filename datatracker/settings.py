@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     candles_1h_retention: timedelta = Field(default=timedelta(days=730), ge=timedelta(days=2))
     # Apache mode only: how often the collector drops expired chunks.
     retention_check_seconds: int = Field(default=3600, ge=60)
+    # The API's sockets (api/server.py): open connections at once (503 past it), seconds a
+    # connection may stay idle between requests, and seconds to send a request's headers.
+    api_max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    api_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    api_header_timeout_seconds: float = Field(default=10, gt=0, le=3600)
 
     @field_validator("supported_exchanges", mode="before")
     @classmethod

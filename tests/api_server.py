@@ -8,14 +8,16 @@ import httpx
 import uvicorn
 
 from api.app import create_app
+from api.server import server_options
 from datatracker.settings import Settings
 
 
 @asynccontextmanager
 async def serve_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """Serve `create_app(settings)` over HTTP and yield a client whose base URL points at it."""
+    """Serve `create_app(settings)` over HTTP, as `python -m api` does, and yield a client
+    whose base URL points at it."""
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
+        create_app(settings), host="127.0.0.1", port=0, lifespan="on", **server_options(settings)
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
