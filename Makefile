@@ -1,5 +1,6 @@
-# Targets named in README.md. Python is whatever `python` is on PATH (a venv, ideally).
-PYTHON ?= python
+# Targets named in README.md. Python is the project's venv (.venv, made by the README's
+# `python3 -m venv .venv`) when there is one, whether activated or not; else python3.
+PYTHON ?= $(firstword $(wildcard .venv/bin/python) python3)
 
 .PHONY: install db initdb local test lint format bench soak
 
@@ -12,8 +13,8 @@ db:  ## start a local TimescaleDB (Debian/Ubuntu; installs what is missing) and 
 initdb:  ## apply the schema's migrations to DATABASE_URL (as its owner)
 	$(PYTHON) -m datatracker migrate
 
-local:  ## no Docker: local TimescaleDB, schema, 24 h of simulated history, collector + API
-	scripts/run-local.sh
+local:  ## no Docker: local TimescaleDB, schema and roles, 24 h of simulated history, collector + API
+	PYTHON=$(PYTHON) scripts/run-local.sh
 
 test:  ## the whole suite on each TimescaleDB edition this machine has (scripts/test.sh)
 	PYTHON=$(PYTHON) scripts/test.sh

@@ -1,44 +1,83 @@
 #!/usr/bin/env bash
-# Builds and installs TimescaleDB (Apache-2 edition) for the machine's PostgreSQL
-# from Debian's source package, for hosts whose release ships no binary package
-# (Debian 12). Idempotent: does nothing when the extension is already installed.
+# Builds and installs TimescaleDB (Apache-2 edition) for the machine's PostgreSQL from Debian's
+# source package, for hosts whose release ships no binary package (Debian 12). Run as root;
+# scripts/local-db.sh calls it. Does nothing when the extension is already installed.
 #
-# The source comes from Debian 13 (trixie): a deb-src entry is derived from the
-# machine's own apt sources, so whichever mirror the host uses is used here too.
+# What it changes, only when TimescaleDB is missing, saying each step as it goes:
+#   1. /etc/apt/sources.list.d/timescaledb-src.sources: a deb-src entry for Debian 13 (trixie)
+#      main on the machine's own Debian mirror. Source packages only: nothing is installed
+#      from trixie.
+#   2. apt-get update (package lists only).
+#   3. The build tools that are missing (postgresql-server-dev-N, cmake, build-essential,
+#      dpkg-dev, libssl-dev), each checked with dpkg -s. Never an upgrade: an installed package
+#      stays at its version (apt-get install --no-upgrade), and if installing one would
+#      upgrade another (a newer postgresql-server-dev needing a newer libpq), the script stops
+#      and says which, before changing anything.
+#   4. TimescaleDB built from trixie's source and installed into PostgreSQL N's directories.
 set -euo pipefail
+
+say() { echo "install-timescaledb: $*" >&2; }
 
 pg_major=${PG_MAJOR:-15}
 pg_config=/usr/lib/postgresql/$pg_major/bin/pg_config
 [ -x "$pg_config" ] || pg_config=$(command -v pg_config)
 
 if [ -f "$($pg_config --sharedir)/extension/timescaledb.control" ]; then
-  echo "timescaledb already installed for PostgreSQL $pg_major"
+  say "TimescaleDB already installed for PostgreSQL $pg_major: nothing to do"
   exit 0
 fi
+say "TimescaleDB is not installed for PostgreSQL $pg_major: building it from Debian's source"
 
 export DEBIAN_FRONTEND=noninteractive
-mirror=$(grep -hoE '^URIs: *\S+/debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
-[ -n "$mirror" ] || mirror=$(grep -hoE '^deb +\S+/debian/? ' /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}')
-[ -n "$mirror" ] || { echo "cannot find a Debian mirror in the apt sources" >&2; exit 1; }
-
-cat > /etc/apt/sources.list.d/timescaledb-src.sources <<SRC
+sources=/etc/apt/sources.list.d/timescaledb-src.sources
+if [ ! -f "$sources" ]; then
+  mirror=$(grep -hoE '^URIs: *\S+/debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
+  [ -n "$mirror" ] || mirror=$(grep -hoE '^deb +\S+/debian/? ' /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}')
+  [ -n "$mirror" ] || { say "cannot find a Debian mirror in the apt sources"; exit 1; }
+  say "adding $sources: deb-src of Debian 13 (trixie) main from $mirror"
+  cat > "$sources" <<SRC
 Types: deb-src
 URIs: $mirror
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
+fi
 
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
-  "postgresql-server-dev-$pg_major" cmake build-essential dpkg-dev libssl-dev >/dev/null
+say "apt-get update (package lists)"
+apt-get update -q
+
+missing=()
+for package in "postgresql-server-dev-$pg_major" cmake build-essential dpkg-dev libssl-dev; do
+  if dpkg -s "$package" 2>/dev/null | grep -q '^Status: install ok installed'; then
+    say "$package is installed: kept as it is"
+  else
+    missing+=("$package")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  install=(apt-get install -y --no-upgrade --no-install-recommends "${missing[@]}")
+  # An `Inst name [installed version] (new version …)` line of the simulation is an upgrade.
+  upgrades=$("${install[@]}" --simulate | sed -nE 's/^Inst (\S+) \[([^]]+)\] \((\S+).*/\1 \2 -> \3/p')
+  if [ -n "$upgrades" ]; then
+    say "installing ${missing[*]} would upgrade installed packages; stopping, nothing changed:"
+    echo "$upgrades" | sed 's/^/  /' >&2
+    say "upgrade them yourself first (apt-get upgrade), then run this again"
+    exit 1
+  fi
+  say "installing what is missing: ${missing[*]}"
+  "${install[@]}"
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-apt-get source -qq --download-only timescaledb >/dev/null
-dpkg-source -x --no-check timescaledb_*.dsc src >/dev/null
+say "downloading TimescaleDB's source package from trixie into $work"
+apt-get source --download-only timescaledb
+dpkg-source -x --no-check timescaledb_*.dsc src
 cd src
-./bootstrap -DAPACHE_ONLY=1 -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DPG_CONFIG="$pg_config" >/dev/null
-make -s -C build -j"$(nproc)" install >/dev/null
-echo "timescaledb $(grep -oE "default_version *= *'[^']+'" "$($pg_config --sharedir)/extension/timescaledb.control") installed for PostgreSQL $pg_major"
+say "building TimescaleDB (Apache-2 edition) for $($pg_config --version) on $(nproc) cores"
+./bootstrap -DAPACHE_ONLY=1 -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DPG_CONFIG="$pg_config"
+make -C build -j"$(nproc)" install
+say "installed $(grep -oE "default_version *= *'[^']+'" "$($pg_config --sharedir)/extension/timescaledb.control") for PostgreSQL $pg_major"
