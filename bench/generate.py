@@ -16,8 +16,10 @@ import psycopg
 
 from bench import databases, machine, stats
 from bench.databases import QUERIES
+from collector.maintenance import candle_updates
 from collector.writer import QUERIES as COLLECTOR_QUERIES
 from datatracker.storage import QUERIES as STORAGE_QUERIES
+from datatracker.storage import mode_of_license
 
 EXCHANGES = 25
 # One statement per hour of ticks: 600k rows at 10k pairs, small enough to show progress.
@@ -67,14 +69,11 @@ def generate_ticks(
 
 
 def refresh_candles(conn: psycopg.Connection, since: datetime) -> None:
-    """Bring the 5-minute and hourly candles up to date from `since` (either storage mode)."""
+    """Bring the 5-minute and hourly candles up to date from `since`, as the collector does."""
     license_row = conn.execute(STORAGE_QUERIES["timescaledb_license"]).fetchone()
-    if license_row and license_row[0] == "timescale":
-        conn.execute(COLLECTOR_QUERIES["refresh_candles_5m"], {"since": since})
-        conn.execute(COLLECTOR_QUERIES["refresh_candles_1h"], {"since": since})
-    elif "roll_up_candles_5m" in COLLECTOR_QUERIES:
-        conn.execute(COLLECTOR_QUERIES["roll_up_candles_5m"], {"since": since})
-        conn.execute(COLLECTOR_QUERIES["roll_up_candles_1h"], {"since": since})
+    mode = mode_of_license(license_row[0] if license_row else None)
+    for query, params in candle_updates(mode, since, datetime.now(UTC)):
+        conn.execute(COLLECTOR_QUERIES[query], params)
 
 
 def generate(

@@ -26,10 +26,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench import databases, machine, stats
 from bench.databases import QUERIES
+from collector.maintenance import candle_updates
 from collector.ticks import Tick
 from collector.writer import QUERIES as COLLECTOR_QUERIES
 from collector.writer import TickWriter
 from datatracker.storage import QUERIES as STORAGE_QUERIES
+from datatracker.storage import detect_storage_mode, mode_of_license
 
 TICK_COUNTS = (1_000, 10_000, 50_000, 200_000)
 EXCHANGES = 25
@@ -72,12 +74,13 @@ def cycle_ticks(count: int, cycle: int) -> list[Tick]:
 
 
 async def roll_up_seconds(conn: psycopg.AsyncConnection, at: datetime) -> float | None:
-    """Seconds of the Apache-mode candle roll-up the collector runs after a cycle, if any."""
-    if "roll_up_candles_5m" not in COLLECTOR_QUERIES:
+    """Seconds of the Apache-mode candle roll-up the collector runs after a cycle (None in
+    timescale mode, where the database's policies materialise the candles)."""
+    if await detect_storage_mode(conn) != "apache":
         return None
     started = time.perf_counter()
-    await conn.execute(COLLECTOR_QUERIES["roll_up_candles_5m"], {"since": at})
-    await conn.execute(COLLECTOR_QUERIES["roll_up_candles_1h"], {"since": at})
+    for query, params in candle_updates("apache", at, at):
+        await conn.execute(COLLECTOR_QUERIES[query], params)
     return time.perf_counter() - started
 
 
@@ -212,10 +215,9 @@ def reset(url: str) -> None:
     """Empty the tables the benchmark writes, candles too where they are plain tables."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(QUERIES["reset_written"])
-        if "roll_up_candles_5m" in COLLECTOR_QUERIES:
-            license_row = conn.execute(STORAGE_QUERIES["timescaledb_license"]).fetchone()
-            if not (license_row and license_row[0] == "timescale"):
-                conn.execute(QUERIES["reset_candles"])
+        license_row = conn.execute(STORAGE_QUERIES["timescaledb_license"]).fetchone()
+        if mode_of_license(license_row[0] if license_row else None) == "apache":
+            conn.execute(QUERIES["reset_candles"])
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -162,13 +162,14 @@ class Backlog:
             await asyncio.to_thread(self._spool.mark_recorded, item.seq)
 
     async def _caught_up(self) -> None:
-        """Once the spool is empty: record set-aside cycles, then upkeep for what was written."""
+        """Once the spool is empty: record set-aside cycles, then upkeep for what was written.
+        A failed upkeep keeps its span, to be tried again (with any newer cycles) next time."""
         await self._record_set_aside()
         since, newest = self._since, self._newest
-        self._since = self._newest = None
         if since is None or newest is None or self._upkeep is None or self._stopping:
             return
         await self._upkeep(since, newest)
+        self._since = self._newest = None
 
     async def _pause(self) -> None:
         """Wait a moment before trying the database again, or less when told to stop."""

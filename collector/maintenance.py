@@ -39,6 +39,23 @@ def whole_buckets(since: datetime, until: datetime, width: timedelta) -> tuple[d
     return start, max(start, end)
 
 
+def candle_updates(
+    mode: StorageMode, since: datetime, now: datetime
+) -> list[tuple[str, dict[str, datetime]]]:
+    """The statements (query name, parameters) that bring the candles up to date with ticks
+    written from `since` on: a roll-up of every bucket from the one holding `since` (apache
+    mode), or a refresh of the whole buckets from there to `now` (timescale mode; the newest,
+    unfinished bucket is aggregated in real time)."""
+    if mode == "apache":
+        return [("roll_up_candles_5m", {"since": since}), ("roll_up_candles_1h", {"since": since})]
+    updates = []
+    for query, width in CANDLE_WIDTHS.items():
+        start, end = whole_buckets(since, now, width)
+        if start < end:
+            updates.append((query, {"start": start, "end": end}))
+    return updates
+
+
 class Maintenance:
     """Keeps candles and retention in Apache mode (a no-op in timescale mode), and the stored
     ranking in both modes."""
@@ -57,9 +74,7 @@ class Maintenance:
         """Recompute the candles of every bucket from the one holding `since` on."""
         if not self.active:
             return
-        async with self._pool.connection() as conn:
-            await conn.execute(QUERIES["roll_up_candles_5m"], {"since": since})
-            await conn.execute(QUERIES["roll_up_candles_1h"], {"since": since})
+        await self._update_candles(since)
 
     async def catch_up(self) -> None:
         """Roll up what was written since the newest candle, e.g. while the collector was down."""
@@ -82,15 +97,12 @@ class Maintenance:
 
     async def refresh_history(self, since: datetime) -> None:
         """Bring the candles up to date with ticks written from `since` on, in either mode."""
-        if self.active:
-            await self.roll_up(since)
-            return
-        now = datetime.now(UTC)
+        await self._update_candles(since)
+
+    async def _update_candles(self, since: datetime) -> None:
         async with self._pool.connection() as conn:
-            for query, width in CANDLE_WIDTHS.items():
-                start, end = whole_buckets(since, now, width)
-                if start < end:  # the newest, unfinished bucket is real-time aggregated
-                    await conn.execute(QUERIES[query], {"start": start, "end": end})
+            for query, params in candle_updates(self.mode, since, datetime.now(UTC)):
+                await conn.execute(QUERIES[query], params)
 
     async def update_candles(self, since: datetime, at: datetime) -> None:
         """Bring the candles up to date once cycles from `since` to `at` are stored.

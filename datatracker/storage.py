@@ -18,4 +18,9 @@ async def detect_storage_mode(conn: AsyncConnection) -> StorageMode:
     """`timescale` when the edition has the Timescale License features, else `apache`."""
     cursor = await conn.execute(QUERIES["timescaledb_license"])
     row = await cursor.fetchone()
-    return "timescale" if row is not None and row[0] == "timescale" else "apache"
+    return mode_of_license(row[0] if row else None)
+
+
+def mode_of_license(license: str | None) -> StorageMode:
+    """The storage mode of a `timescaledb.license` setting (None: no TimescaleDB setting)."""
+    return "timescale" if license == "timescale" else "apache"

@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from datatracker.schema import migrate
+from datatracker.storage import StorageMode
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMESCALEDB_IMAGE = "timescale/timescaledb:2.28.3-pg17"
@@ -41,7 +42,7 @@ class Server:
     url: str
     source: str
     version: str
-    edition: str  # 'timescale' (Timescale License) or 'apache'
+    edition: StorageMode  # 'timescale' (Timescale License) or 'apache'
 
     def describe(self) -> str:
         licence = "Timescale License" if self.edition == "timescale" else "Apache-2"
@@ -156,7 +157,7 @@ def database_server() -> str:
 
 
 @pytest.fixture(scope="session")
-def edition() -> str:
+def edition() -> StorageMode:
     """The TimescaleDB edition of this run: 'timescale' or 'apache'."""
     return run_server().edition
 

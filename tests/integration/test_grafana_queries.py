@@ -22,6 +22,7 @@ from collector.ticks import Tick
 from collector.writer import QUERIES as COLLECTOR_QUERIES
 from collector.writer import write_ticks
 from tests.grafana_macros import GrafanaQuery, all_queries, expand
+from tests.integration.history import refresh_candles, refresh_rankings
 
 QUERIES = all_queries()
 HOURS_LOADED = 25  # a day on screen plus the hour the rolling window looks back
@@ -114,11 +115,8 @@ async def loaded_url(
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await write_ticks(conn, await simulated_ticks(end))
         await record_simulated_runs(conn, end)
-        # The local cluster is the Apache edition: roll the candles up as the collector does.
-        since = {"since": end - timedelta(hours=HOURS_LOADED)}
-        await conn.execute(COLLECTOR_QUERIES["roll_up_candles_5m"], since)
-        await conn.execute(COLLECTOR_QUERIES["roll_up_candles_1h"], since)
-        await conn.execute(COLLECTOR_QUERIES["refresh_rankings"])
+    await refresh_candles(url, since=end - timedelta(hours=HOURS_LOADED))
+    await refresh_rankings(url)
     yield url
     async with await psycopg.AsyncConnection.connect(database_server, autocommit=True) as admin:
         await admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

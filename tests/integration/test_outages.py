@@ -16,6 +16,7 @@ from collector.spool import Spool
 from collector.store import Store
 from datatracker.database import create_pool
 from datatracker.settings import load_settings
+from datatracker.storage import StorageMode
 from tests.api_server import serve_api
 from tests.integration.collector_process import (
     collectors,
@@ -158,13 +159,17 @@ async def test_api_answers_503_during_an_outage_and_recovers(
 
 
 async def test_candles_of_a_written_backlog_are_rolled_up(
-    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection, tmp_path: Path
+    proxy: TcpProxy,
+    database_url: str,
+    conn: psycopg.AsyncConnection,
+    tmp_path: Path,
+    edition: StorageMode,
 ) -> None:
     """After an outage, upkeep covers every spooled cycle's bucket, not only the last one."""
     source = SimulatedSource(["kraken"], pairs_per_exchange=3, seed=4)
     pool = create_pool(proxy.route(database_url), max_size=1, name="collector", timeout=2)
     await pool.open(wait=True)
-    maintenance = Maintenance(settings_for(database_url), pool, "apache")
+    maintenance = Maintenance(settings_for(database_url), pool, edition)
     upkept: list[tuple[datetime, datetime]] = []
 
     async def upkeep(since: datetime, at: datetime) -> None:
@@ -190,3 +195,34 @@ async def test_candles_of_a_written_backlog_are_rolled_up(
     assert [(AT, AT + 10 * MINUTE)] == upkept
     cursor = await conn.execute("SELECT count(DISTINCT bucket) FROM candles_5m")
     assert (3,) == await cursor.fetchone()
+
+
+async def test_an_upkeep_that_fails_is_tried_again_with_its_whole_span(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Upkeep raising (the database refusing the roll-up, say) loses no span: the writer tries
+    again, and the retry covers every cycle written since the last upkeep that succeeded."""
+    source = SimulatedSource(["kraken"], pairs_per_exchange=2, seed=4)
+    pool = create_pool(database_url, max_size=1, name="collector", timeout=2)
+    await pool.open(wait=True)
+    attempts: list[tuple[datetime, datetime]] = []
+
+    async def upkeep(since: datetime, at: datetime) -> None:
+        attempts.append((since, at))
+        if len(attempts) == 1:
+            raise psycopg.errors.LockNotAvailable("simulated: the roll-up could not lock")
+
+    backlog = Backlog(Spool(tmp_path, max_bytes=2**20), Store(pool), upkeep=upkeep)
+    try:
+        await backlog.keep(await fetch_cycle(source, AT, timeout_seconds=5))
+        backlog.start()
+
+        async def tried_twice() -> bool:
+            return len(attempts) >= 2
+
+        await until(tried_twice, 30, "upkeep tried again")
+    finally:
+        await backlog.stop(asyncio.get_running_loop().time() + 5)
+        await pool.close()
+
+    assert [(AT, AT), (AT, AT)] == attempts[:2]
