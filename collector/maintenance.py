@@ -64,6 +64,8 @@ class Maintenance:
         self._settings = settings
         self._pool = pool
         self.mode = mode
+        # The oldest instant whose candles an update failed to bring up to date, if any.
+        self._candles_behind: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -109,12 +111,16 @@ class Maintenance:
 
         A single cycle (`since == at`) is rolled up alone; a backlog written after an
         outage goes through `refresh_history`, which brings older buckets up to date in
-        either mode.
+        either mode. When an update fails, the next one reaches back to what it left behind.
         """
+        if self._candles_behind is not None:
+            since = min(since, self._candles_behind)
+        self._candles_behind = since
         if since < at:
             await self.refresh_history(since)
         else:
             await self.roll_up(at)
+        self._candles_behind = None
 
     async def after_cycles(self, since: datetime, at: datetime) -> None:
         """Upkeep once cycles from `since` to `at` are stored: candles, then the ranking."""

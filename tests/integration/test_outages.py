@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from collector.backlog import Backlog
 from collector.cycle import fetch_cycle
@@ -14,6 +15,8 @@ from collector.maintenance import Maintenance
 from collector.sources.simulated import SimulatedSource
 from collector.spool import Spool
 from collector.store import Store
+from collector.ticks import Tick
+from collector.writer import write_ticks
 from datatracker.database import create_pool
 from datatracker.settings import load_settings
 from datatracker.storage import StorageMode
@@ -226,3 +229,35 @@ async def test_an_upkeep_that_fails_is_tried_again_with_its_whole_span(
         await pool.close()
 
     assert [(AT, AT), (AT, AT)] == attempts[:2]
+
+
+async def cycle_ticks(source: SimulatedSource, at: datetime) -> list[Tick]:
+    """The ticks of the source's cycle at `at`."""
+    report = await fetch_cycle(source, at, timeout_seconds=5)
+    return [tick for outcome in report.outcomes for tick in outcome.ticks]
+
+
+@pytest.mark.edition("apache")  # in timescale mode a cycle's update leaves it to the policies
+async def test_candles_a_roll_up_missed_are_caught_up_by_the_next(
+    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection
+) -> None:
+    """A cycle whose candle roll-up fails (the database gone) gets its candles with the next
+    cycle's roll-up, though that cycle lies in a later bucket."""
+    pool = create_pool(proxy.route(database_url), max_size=1, name="collector", timeout=2)
+    await pool.open(wait=True)
+    maintenance = Maintenance(settings_for(database_url), pool, "apache")
+    source = SimulatedSource(["kraken"], pairs_per_exchange=2, seed=4)
+    try:
+        first, second = AT, AT + 10 * MINUTE  # two 5-minute buckets apart
+        await write_ticks(conn, await cycle_ticks(source, first))
+        await proxy.cut()
+        with pytest.raises(psycopg.OperationalError):
+            await maintenance.update_candles(first, first)
+        await proxy.restore()
+        await write_ticks(conn, await cycle_ticks(source, second))
+        await maintenance.update_candles(second, second)
+    finally:
+        await pool.close()
+
+    cursor = await conn.execute("SELECT bucket FROM candles_5m GROUP BY bucket ORDER BY bucket")
+    assert [(first,), (second,)] == await cursor.fetchall()
