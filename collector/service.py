@@ -95,6 +95,12 @@ class Collector:
         """The scheduled job: fetch the cycle of the instant it was scheduled at (or `at`), and
         spool it."""
         self._job = asyncio.current_task()
+        try:
+            await self._collect(at)
+        finally:
+            self._job = None
+
+    async def _collect(self, at: datetime | None) -> None:
         at = at or cycle_instant(datetime.now(UTC), self._settings.collect_interval_seconds)
         try:
             report = await fetch_cycle(

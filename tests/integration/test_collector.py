@@ -21,6 +21,7 @@ from collector.ticks import Tick
 from collector.writer import TickWriter, write_ticks
 from datatracker.settings import load_settings
 from tests.fake_exchange import EXCHANGES, FakeExchangeServer, Fault
+from tests.integration.collector_process import until
 
 AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -297,3 +298,31 @@ async def test_an_exchange_back_after_failed_cycles_has_its_gap_filled(
     )
     assert [("kraken", 5, now - 5 * MINUTE, now - MINUTE)] == await cursor.fetchall()
     collector.spool.close()
+
+
+async def test_scheduled_cycles_as_the_collector_role_get_candles_and_a_ranking(
+    collector_url: str, conn: psycopg.AsyncConnection, tmp_path: Path
+) -> None:
+    """Two cycles fetched by the scheduled job and written by the writer, as role `collector`,
+    leave each pair ranked and its 5-minute candles in place, in either edition."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    settings = load_settings(_env_file=None, database_url=collector_url)
+    source = SimulatedSource(["kraken", "okx"], pairs_per_exchange=3, seed=2)
+    async with AsyncConnectionPool(
+        collector_url, min_size=1, max_size=2, kwargs={"autocommit": True}
+    ) as pool:
+        collector = Collector(settings, source, pool, Spool(tmp_path, max_bytes=2**20))
+        collector.backlog.start()
+        await collector.collect(now - MINUTE)
+        await collector.collect(now)
+
+        async def ranked() -> bool:
+            return 6 == await count(conn, "SELECT count(*) FROM rankings")
+
+        try:
+            await until(ranked, 30, "the ranking of both cycles stored")
+        finally:
+            await collector.stop()
+
+    candles = await conn.execute("SELECT count(DISTINCT market_id), sum(count) FROM candles_5m")
+    assert (6, 12) == await candles.fetchone()
