@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt
 
+from collector.errors import describe
 from collector.sources import HistoryBatch
 from collector.ticks import Quote, Tick, exchange_time, valid_price
 from datatracker.symbols import normalise_symbol
@@ -202,7 +203,7 @@ class LiveSource:
                 try:
                     ticks = await self._candle_ticks(exchange, symbol, start, end)
                 except Exception as error:  # ccxt leaks plain exceptions on bad bodies
-                    log.warning("%s %s: no candles (%s)", exchange, symbol, error)
+                    log.warning("%s %s: no candles (%s)", exchange, symbol, describe(error))
                 finally:
                     await batches.put(ticks)
 

@@ -1,5 +1,6 @@
 """Exchange faults through the fake exchange server: each exchange's trouble stays its own."""
 
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -195,11 +196,34 @@ async def test_listings_that_change_between_cycles_are_followed(
     assert [("dogeusdt", 1), ("solusdt", 1)] == await cursor.fetchall()
 
 
-async def test_refused_connections_fail_every_exchange_quickly(
-    pool: AsyncConnectionPool, conn: psycopg.AsyncConnection
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on: bound for a moment, then let go."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("base_url", "cause"),
+    [
+        # .invalid never resolves (RFC 6761): what a collector without network or DNS meets.
+        ("http://exchange.invalid", "cannot resolve host exchange.invalid (no network or DNS)"),
+        (None, "connection refused by 127.0.0.1:{port} (nothing listening)"),
+    ],
+    ids=["unresolvable host", "connection refused"],
+)
+async def test_unreachable_exchanges_fail_quickly_naming_the_cause(
+    pool: AsyncConnectionPool,
+    conn: psycopg.AsyncConnection,
+    caplog: pytest.LogCaptureFixture,
+    base_url: str | None,
+    cause: str,
 ) -> None:
-    """With nothing listening, each exchange fails on its own and the cycle still ends."""
-    source = live_source("http://127.0.0.1:9")
+    """Each exchange fails on its own, the cycle still ends, and the stored error and the log
+    line say why (not only ccxt's `ExchangeNotAvailable: binance GET …`)."""
+    port = closed_port()
+    source = live_source(base_url or f"http://127.0.0.1:{port}")
+    expected = f"ExchangeNotAvailable: {cause.format(port=port)}"
     started = time.monotonic()
     try:
         report = await run_cycle(source, Store(pool), AT, timeout_seconds=5)
@@ -207,8 +231,12 @@ async def test_refused_connections_fail_every_exchange_quickly(
         await source.close()
 
     assert sorted(EXCHANGES) == sorted(report.failed)
-    assert all(not ok for ok, _, _ in (await runs(conn)).values())
     assert time.monotonic() - started < 10
+    cursor = await conn.execute("SELECT exchange, ok, error FROM collector_runs")
+    assert {(name, False, expected) for name in EXCHANGES} == set(await cursor.fetchall())
+    lines = [r.getMessage() for r in caplog.records if r.name == "collector"]
+    for name in EXCHANGES:
+        assert any(line.startswith(f"{name}: failed") and line.endswith(expected) for line in lines)
 
 
 async def test_an_error_holding_a_nul_byte_is_recorded_without_it(
