@@ -13,9 +13,19 @@ from collector.ticks import Tick
 from collector.writer import write_ticks
 from datatracker.database import create_pool
 from tests.integration.history import settings_for
+from tests.integration.privileges import refused
 from tests.integration.retention import chunk_edges
 
 pytestmark = pytest.mark.edition("apache")
+
+# The Timescale-License features: continuous aggregates, compression, policies.
+LICENSED_FEATURES = (
+    "CREATE MATERIALIZED VIEW c WITH (timescaledb.continuous) AS SELECT"
+    " time_bucket('1 hour', time) AS b, avg(price) FROM ticks GROUP BY 1 WITH NO DATA",
+    "ALTER TABLE ticks SET (timescaledb.compress)",
+    "SELECT add_retention_policy('ticks', INTERVAL '7 days')",
+    "SELECT add_compression_policy('ticks', INTERVAL '1 day')",
+)
 
 CANDLES_FROM_TICKS = """
     SELECT time_bucket(%(width)s::interval, time) AS bucket, market_id, first(price, time),
@@ -111,20 +121,14 @@ async def test_the_edition_refuses_the_timescale_license_features(
 ) -> None:
     """This edition refuses continuous aggregates, compression and policies, as the Apache-2
     build does: the stand-in `timescaledb.license = 'apache'` stands in faithfully."""
-    refused = []
-    for attempt in (
-        "CREATE MATERIALIZED VIEW c WITH (timescaledb.continuous) AS SELECT"
-        " time_bucket('1 hour', time) AS b, avg(price) FROM ticks GROUP BY 1 WITH NO DATA",
-        "ALTER TABLE ticks SET (timescaledb.compress)",
-        "SELECT add_retention_policy('ticks', INTERVAL '7 days')",
-        "SELECT add_compression_policy('ticks', INTERVAL '1 day')",
-    ):
-        try:
-            await conn.execute(attempt)  # type: ignore[arg-type]  # test constants
-        except (psycopg.errors.FeatureNotSupported, psycopg.errors.InsufficientPrivilege):
-            refused.append(attempt)
+    refusals = await refused(
+        conn,
+        LICENSED_FEATURES,
+        psycopg.errors.FeatureNotSupported,
+        psycopg.errors.InsufficientPrivilege,
+    )
 
-    assert 4 == len(refused)
+    assert list(LICENSED_FEATURES) == refusals
 
 
 async def test_health_reports_apache_mode_without_compression(

@@ -18,10 +18,34 @@ from collector.writer import write_ticks
 from tests.api_server import serve_api
 from tests.integration.comparing import mismatches
 from tests.integration.history import api_settings, refresh_candles
+from tests.integration.privileges import refused
 from tests.integration.retention import chunk_edges, run_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIRS = 5
+# What the collector may not do to stored data: horizons of its own, drop_chunks, DELETE,
+# UPDATE, TRUNCATE, DDL, the stored settings.
+WRITER_REFUSED = (
+    "SELECT apply_retention('-1 day', '-1 day', '-1 day')",
+    "SELECT drop_chunks('ticks', older_than => now() + interval '1 day')",
+    "DELETE FROM ticks",
+    "UPDATE ticks SET price = 1",
+    "TRUNCATE ticks",
+    "DROP TABLE ticks",
+    "UPDATE storage_settings SET raw_retention = '2 days'",
+)
+# What a reader may not do even with its read-only default lifted: any write or DDL.
+READER_REFUSED = (
+    "INSERT INTO markets (exchange, symbol, base, quote, first_seen, last_seen)"
+    " VALUES ('x', 'xusd', 'X', 'USD', now(), now())",
+    "DELETE FROM ticks",
+    "UPDATE rankings SET stdv = 0",
+    "TRUNCATE collector_runs",
+    "CREATE TABLE mine (x int)",
+    "SELECT refresh_rankings()",
+    "SELECT apply_retention()",
+    "SELECT configure_storage(NULL, NULL, NULL, NULL)",
+)
 
 
 async def rows(url: str, query: str) -> list[tuple[object, ...]]:
@@ -103,25 +127,17 @@ async def test_the_collector_cannot_drop_data_younger_than_the_retention(
         Tick(moment, "kraken", "btcusd", "BTC", "USD", float(n))
         for n, moment in enumerate(edges.ticks, start=1)
     ]
-    refused = []
     async with await psycopg.AsyncConnection.connect(collector_url, autocommit=True) as conn:
         await write_ticks(conn, old)
-        for attempt in (
-            "SELECT apply_retention('-1 day', '-1 day', '-1 day')",
-            "SELECT drop_chunks('ticks', older_than => now() + interval '1 day')",
-            "DELETE FROM ticks",
-            "UPDATE ticks SET price = 1",
-            "TRUNCATE ticks",
-            "DROP TABLE ticks",
-            "UPDATE storage_settings SET raw_retention = '2 days'",
-        ):
-            try:
-                await conn.execute(attempt)  # type: ignore[arg-type]  # test constants
-            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction):
-                refused.append(attempt)
+        refusals = await refused(
+            conn,
+            WRITER_REFUSED,
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.UndefinedFunction,
+        )
         await conn.execute("SELECT apply_retention()")
 
-    assert 7 == len(refused)
+    assert list(WRITER_REFUSED) == refusals
     assert [(price,) for price in edges.kept_prices] == await rows(
         database_url, "SELECT price FROM ticks ORDER BY price"
     )
@@ -136,27 +152,12 @@ async def test_a_reader_that_lifts_its_read_only_default_still_cannot_write(
     from tests.conftest import as_role
 
     url = as_role(database_url, role)
-    refused = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("SET default_transaction_read_only = off")
-        for attempt in (
-            "INSERT INTO markets (exchange, symbol, base, quote, first_seen, last_seen)"
-            " VALUES ('x', 'xusd', 'X', 'USD', now(), now())",
-            "DELETE FROM ticks",
-            "UPDATE rankings SET stdv = 0",
-            "TRUNCATE collector_runs",
-            "CREATE TABLE mine (x int)",
-            "SELECT refresh_rankings()",
-            "SELECT apply_retention()",
-            "SELECT configure_storage(NULL, NULL, NULL, NULL)",
-        ):
-            try:
-                await conn.execute(attempt)  # type: ignore[arg-type]  # test constants
-            except psycopg.errors.InsufficientPrivilege:
-                refused.append(attempt)
+        refusals = await refused(conn, READER_REFUSED)
         readable = await (await conn.execute("SELECT count(*) FROM prices")).fetchone()
 
-    assert 8 == len(refused)
+    assert list(READER_REFUSED) == refusals
     assert (0,) == readable
 
 
