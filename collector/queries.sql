@@ -26,7 +26,7 @@ COPY ticks (time, market_id, price, exchange_time) FROM STDIN (FORMAT BINARY);
 
 -- name: insert_ticks
 -- Writes ticks none of which is stored yet; fails whole on the first repeat. For servers
--- that cannot COPY FROM STDIN (PGlite).
+-- that cannot COPY FROM STDIN (`TickWriter(copy=False)`).
 -- Times come as Unix epoch seconds: psycopg adapts a list of floats several
 -- times faster than a list of datetimes, and a cycle has tens of thousands.
 INSERT INTO ticks (time, market_id, price, exchange_time)

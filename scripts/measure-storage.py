@@ -5,8 +5,8 @@
 Writes `--days` of minute ticks for `--pairs` pairs into a scratch hypertable shaped like
 `ticks` (same columns, keys, chunking and compression settings), measures it, compresses
 every chunk when the TimescaleDB edition allows, measures again, and drops the table.
-Prices are a seeded random walk per pair, generated in the database an hour at a time
-(small statements, so PGlite's WASM server copes too). Prints a Markdown table.
+Prices are a seeded random walk per pair, generated in the database an hour at a time.
+Prints a Markdown table.
 """
 
 import argparse
