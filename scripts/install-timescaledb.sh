@@ -29,10 +29,11 @@ fi
 say "TimescaleDB is not installed for PostgreSQL $pg_major: building it from Debian's source"
 
 export DEBIAN_FRONTEND=noninteractive
-sources=/etc/apt/sources.list.d/timescaledb-src.sources
+apt_dir=${APT_DIR:-/etc/apt}  # another for tests only (tests/unit/test_quick_start.py)
+sources=$apt_dir/sources.list.d/timescaledb-src.sources
 if [ ! -f "$sources" ]; then
-  mirror=$(grep -hoE '^URIs: *\S+/debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
-  [ -n "$mirror" ] || mirror=$(grep -hoE '^deb +\S+/debian/? ' /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}')
+  mirror=$(grep -hoE '^URIs: *\S+/debian/?$' "$apt_dir"/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
+  [ -n "$mirror" ] || mirror=$(grep -hoE '^deb +\S+/debian/? ' "$apt_dir"/sources.list 2>/dev/null | head -1 | awk '{print $2}')
   [ -n "$mirror" ] || { say "cannot find a Debian mirror in the apt sources"; exit 1; }
   say "adding $sources: deb-src of Debian 13 (trixie) main from $mirror"
   cat > "$sources" <<SRC
