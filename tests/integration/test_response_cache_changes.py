@@ -104,6 +104,20 @@ async def test_prices_in_chunks_dropped_by_drop_chunks_are_no_longer_served(
     assert [101.0] == await eventually(api, [101.0], within=1.0)
 
 
+async def test_a_pair_whose_every_chunk_is_dropped_is_404(
+    api: httpx.AsyncClient, conn: psycopg.AsyncConnection, now: datetime
+) -> None:
+    """Once drop_chunks has taken every price of the window, /prices says 404 (no price in the
+    last 24 hours), not the answer it kept."""
+    await write_ticks(conn, [btc(now - timedelta(minutes=1), 100.0)])
+    await asyncio.sleep(CHECK_SECONDS + 0.1)  # the listener has seen the new chunk
+    assert [100.0] == await served(api)
+
+    await conn.execute("SELECT drop_chunks('ticks', older_than => now() + interval '1 day')")
+
+    assert 404 == await eventually(api, 404, within=1.0)
+
+
 async def test_chunks_dropped_by_apply_retention_are_seen(
     api: httpx.AsyncClient,
     conn: psycopg.AsyncConnection,
