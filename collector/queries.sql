@@ -24,6 +24,11 @@ WHERE id = ANY(%(ids)s::integer[]) AND last_seen < %(seen)s;
 -- path: a 50,000-tick cycle is written in about 60 % of insert_ticks' time.
 COPY ticks (time, market_id, price, exchange_time) FROM STDIN (FORMAT BINARY);
 
+-- name: name_span
+-- Names the span of the ticks this transaction writes, '<first µs>/<last µs>' since the Unix
+-- epoch: the trigger on ticks announces it, and the API reads back only those (migration 0005).
+SELECT set_config('datatracker.ticks_span', %(span)s, true);
+
 -- name: insert_ticks
 -- Writes ticks none of which is stored yet; fails whole on the first repeat. For servers
 -- that cannot COPY FROM STDIN (`TickWriter(copy=False)`).

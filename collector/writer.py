@@ -10,6 +10,7 @@ from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 
 from collector.ticks import Tick
+from datatracker.instants import micros_of
 from datatracker.queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
@@ -67,6 +68,7 @@ class TickWriter:
         await self._register_markets(conn, ticks)
         ids = self._ids | self._new_ids
         rows = [(t.time, ids[t.exchange, t.symbol], t.price, t.exchange_time) for t in ticks]
+        await conn.execute(QUERIES["name_span"], {"span": span_of(ticks)})
         try:
             # A savepoint: a repeat aborts only the COPY, not the cycle's transaction.
             async with conn.transaction():
@@ -140,3 +142,9 @@ def as_columns(rows: Sequence[TickRow]) -> dict[str, Sequence[float | None]]:
         "price": [price for _, _, price, _ in rows],
         "exchange_time": [at.timestamp() if at else None for _, _, _, at in rows],
     }
+
+
+def span_of(ticks: Sequence[Tick]) -> str:
+    """'<first µs>/<last µs>' since the Unix epoch of the ticks' instants."""
+    first, last = min(t.time for t in ticks), max(t.time for t in ticks)
+    return f"{micros_of(first)}/{micros_of(last)}"
