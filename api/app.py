@@ -21,6 +21,7 @@ from api.docs import assets_router, openapi_config
 from api.errors import bad_request
 from api.rankings import rankings
 from api.routes import health, price_history, provide_connection
+from api.windows import PriceWindows
 from datatracker.database import create_pool
 from datatracker.settings import Settings
 
@@ -62,7 +63,8 @@ def create_app(settings: Settings) -> Litestar:
         timeout=CONNECTION_WAIT_SECONDS,
     )
 
-    cache = ResponseCache(max_bytes=settings.api_cache_mb * 2**20)
+    windows = PriceWindows(max_bytes=int(settings.api_windows_mb * 2**20))
+    cache = ResponseCache(max_bytes=settings.api_cache_mb * 2**20, windows=windows)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -31,6 +31,7 @@ from typing import TypeVar
 import psycopg
 from cachetools import TLRUCache
 
+from api.windows import PriceWindows
 from datatracker.database import redact_dsn
 
 T = TypeVar("T")
@@ -48,6 +49,9 @@ ANSWER_SECONDS = 1.0
 TRUSTED_SECONDS = 1.5
 RECONNECT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 5
+# What an entry costs beyond its value's size: the key, the Entry, the cache's bookkeeping
+# (measured with tracemalloc: tests/unit/test_cache_bytes.py).
+ENTRY_OVERHEAD_BYTES = 600
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,9 @@ class Entry:
 class ResponseCache:
     """Values by request key, at most `max_bytes` of them, least recently used out."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, windows: PriceWindows | None = None) -> None:
         self._max_bytes = max_bytes
+        self.windows = windows if windows is not None else PriceWindows(0)
         self._entries: TLRUCache[Hashable, Entry] = TLRUCache(
             maxsize=max(max_bytes, 1),
             ttu=lambda _key, entry, _now: entry.expires,
@@ -83,9 +88,17 @@ class ResponseCache:
     def status(self) -> str:
         """`listening` (values are kept), `not listening` (none until the database is back)
         or `off` (API_CACHE_MB=0)."""
-        if self._max_bytes <= 0:
+        if not self._enabled:
             return "off"
         return "listening" if self._trusted() else "not listening"
+
+    @property
+    def _enabled(self) -> bool:
+        return self._max_bytes > 0 or self.windows.enabled
+
+    def windows_trusted(self) -> bool:
+        """Whether the price windows may be served now."""
+        return self.windows.serving and self._trusted()
 
     def _trusted(self) -> bool:
         """Whether the listener is connected and answered recently enough to serve values."""
@@ -113,12 +126,25 @@ class ResponseCache:
         if (
             self._trusted()
             and token == self.token(*(source for source, _ in token))
-            and size <= self._max_bytes
+            and ENTRY_OVERHEAD_BYTES + size <= self._max_bytes
         ):
-            self._entries[key] = Entry(value, size, token, time.monotonic() + fresh_for)
+            expires = time.monotonic() + fresh_for
+            self._entries[key] = Entry(value, ENTRY_OVERHEAD_BYTES + size, token, expires)
 
-    def changed(self, source: str) -> None:
-        """Drop what was read from `source` (every value, when it is not a known one)."""
+    def recall(self, key: Hashable, kind: type[T]) -> T | None:
+        """A value kept by `keep`: named by its content, it is right whatever changed since."""
+        entry = self._entries.get(key)
+        return entry.value if entry is not None and isinstance(entry.value, kind) else None
+
+    def keep(self, key: Hashable, value: object, size: int) -> None:
+        """Keep a value whose key names its content (a hash of what it was made from)."""
+        if ENTRY_OVERHEAD_BYTES + size <= self._max_bytes:
+            self._entries[key] = Entry(value, ENTRY_OVERHEAD_BYTES + size, (), math.inf)
+
+    def changed(self, payload: str) -> None:
+        """Drop what was read from the announcement's source (every value, when it is not a
+        known one); `ticks <first µs>/<last µs>` is a write to ticks that names its span."""
+        source = payload.partition(" ")[0]
         if source in SOURCES:
             self._changes[source] += 1
         else:
@@ -133,11 +159,13 @@ class ResponseCache:
         self._listening = listening
         self._answered_at = time.monotonic() if listening else -math.inf
         self.clear()
+        if not listening:
+            self.windows.stop()
 
     async def listen(self, conninfo: str) -> None:
         """Clear the cache on each announced change, until cancelled. The cache keeps nothing
         while this is not connected; it reconnects after a lost connection."""
-        if self._max_bytes <= 0:
+        if not self._enabled:
             return
         said_off = False
         try:
@@ -152,6 +180,8 @@ class ResponseCache:
                         await conn.execute("LISTEN datatracker_changes")
                         storage = await self._check(conn)
                         self._listen_from_now(True)
+                        if self.windows.enabled:
+                            await self.windows.start(conn)
                         said_off = False
                         log.info("response cache on: listening for changes to the data")
                         await self._clear_on_changes(conn, storage)
@@ -164,19 +194,36 @@ class ResponseCache:
                         said_off = True
                     self._listen_from_now(False)
                     await asyncio.sleep(RECONNECT_SECONDS)
+                except Exception:  # a bug: say so, and start again rather than serve stale
+                    log.exception("response cache off: the listener failed; starting again")
+                    said_off = True
+                    self._listen_from_now(False)
+                    await asyncio.sleep(RECONNECT_SECONDS)
         finally:
             self._listen_from_now(False)
 
     async def _clear_on_changes(self, conn: psycopg.AsyncConnection, storage: str) -> None:
+        windows = self.windows
         while True:
-            async for notification in conn.notifies(timeout=CHECK_SECONDS):
+            payloads = []
+            # Returns at the first announcement: the windows hold requests until it is read.
+            async for notification in conn.notifies(timeout=CHECK_SECONDS, stop_after=1):
                 self.changed(notification.payload)
+                windows.announce()
+                payloads.append(notification.payload)
             now = await self._check(conn)
             if now != storage:
                 # Chunks dropped or compressed. Or only added: announced by the write that
                 # added them, but a chunk added and dropped between two checks shows only so.
                 self.changed(TICKS)
+                # A chunk only added was announced by its write; any other change (a chunk
+                # dropped, compressed, decompressed) drops the windows, to be read again.
+                if chunks(storage) - chunks(now):
+                    windows.announce()
+                    payloads.append("storage")
                 storage = now
+            for payload in payloads:
+                await windows.apply(conn, payload, now_micros())
 
     async def _check(self, conn: psycopg.AsyncConnection) -> str:
         """The chunks of ticks as ticks_storage() describes them; a check that the connection
@@ -190,3 +237,13 @@ class ResponseCache:
             raise TimeoutError(f"no answer within {ANSWER_SECONDS} s") from None
         self._answered_at = time.monotonic()
         return str(row[0]) if row else ""
+
+
+def chunks(storage: str) -> set[str]:
+    """The chunks (id and status) a ticks_storage() text names."""
+    return {part for part in storage.split(",") if part}
+
+
+def now_micros() -> int:
+    """Now, in microseconds since the Unix epoch."""
+    return time.time_ns() // 1000

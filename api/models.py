@@ -40,6 +40,8 @@ class Health:
     compression: str | None = None  # "available" in timescale mode, else "unavailable"
     response_cache: str | None = None  # "listening", "not listening" or "off" (api/cache.py)
     set_aside_cycles: int = 0  # cycles the collector could not write (set_aside_cycles)
+    price_windows: int = 0  # pairs whose 24-hour window this worker holds (api/windows.py)
+    price_windows_mb: float = 0.0  # what they take, counted against API_WINDOWS_MB
     reason: str | None = None  # why the status is not "ok" (the answer is then 503)
 
 

@@ -1,33 +1,35 @@
 """Route handlers: validate, run a named query, shape the response."""
 
+from array import array
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from email.utils import format_datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
-import msgspec
-from litestar import MediaType, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
-from litestar.serialization import encode_json
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
-from api.cache import RANKING, TICKS, ResponseCache
+from api.cache import ResponseCache, now_micros
 from api.docs import NOT_FOUND_EXAMPLE, PRICE_HISTORY_EXAMPLE, documented
 from api.errors import clip
-from api.models import Health, Price, PriceHistory, Problem
+from api.models import Health, PriceHistory, Problem
+from api.price_body import US_PER_SECOND, encode_history, entity_tag, sample_stdv
+from api.windows import DAY_US, Place, Window
+from api.windows import QUERIES as WINDOW_QUERIES
+from datatracker.instants import instant
 from datatracker.queries import load_queries
+from datatracker.settings import Settings
 from datatracker.storage import detect_storage_mode
 from datatracker.symbols import normalise_exchange, normalise_symbol_query
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
-
-# What a kept Place counts against the cache's budget, roughly.
-PLACE_BYTES = 64
 
 # Documents the 404 of a route that looks a pair up with find_market.
 NOT_FOUND = {404: documented(Problem, "Unknown exchange or pair", NOT_FOUND_EXAMPLE)}
@@ -91,84 +93,114 @@ async def explain_unknown_market(conn: AsyncConnection, exchange: str, symbol: s
     raise NotFoundException(f"unknown {what or f'exchange {exchange!r}'}")
 
 
-@dataclass(frozen=True, slots=True)
-class StoredPrices:
-    """A pair's prices of the last 24 hours as /prices shows them."""
-
-    market_id: int
-    exchange: str
-    symbol: str
-    prices: bytes  # the JSON array of Price
-    stdv: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Place:
-    """A pair's place in the stored ranking: `rank` (None if not ranked) of `ranked`."""
-
-    rank: int | None
-    ranked: int
-
-
 @get(
     "/prices/{exchange:str}/{symbol:str}",
     summary="A pair's last 24 hours of prices",
     media_type=MediaType.JSON,
-    responses={200: documented(PriceHistory, "Request fulfilled", PRICE_HISTORY_EXAMPLE)}
+    responses={
+        200: documented(PriceHistory, "Request fulfilled", PRICE_HISTORY_EXAMPLE),
+        304: ResponseSpec(None, description="Not modified: the If-None-Match ETag is current"),
+    }
     | NOT_FOUND,
 )
-async def price_history(state: State, exchange: ExchangeParam, symbol: SymbolParam) -> bytes:
+async def price_history(
+    request: Request[Any, Any, State], state: State, exchange: ExchangeParam, symbol: SymbolParam
+) -> Response[bytes]:
     """Prices of the last 24 hours, oldest first, with their sample standard deviation (`stdv`)
-    and the pair's place in the volatility ranking (`rank` of `ranked`)."""
+    and the pair's place in the volatility ranking (`rank` of `ranked`).
+
+    Each answer carries an `ETag` (a `304` answers an `If-None-Match` that names it),
+    `Last-Modified` (its newest price's time) and `Cache-Control: max-age` up to the next
+    collection cycle, or sooner if a price leaves the 24-hour window before then."""
     exchange, symbol = exchange_named(exchange), normalise_symbol_query(symbol)
     cache: ResponseCache = state.cache
-    # Kept apart, so that a ranking refresh costs each pair a rank lookup, not its prices.
-    prices_key = ("prices", exchange, symbol)
-    stored = cache.get(prices_key, StoredPrices)
-    place = None if stored is None else cache.get(("rank", stored.market_id), Place)
-    if stored is None or place is None:
-        prices_token, rank_token = cache.token(TICKS), cache.token(RANKING)
-        async with state.pool.connection() as conn:
-            if stored is None:
-                stored, fresh_seconds = await read_prices(conn, exchange, symbol)
-                cache.put(prices_key, stored, len(stored.prices), prices_token, fresh_seconds)
-            place = await read_place(conn, stored.market_id)
-            cache.put(("rank", stored.market_id), place, PLACE_BYTES, rank_token)
-    return encode_json(
-        {  # PriceHistory, with the prices encoded already
-            "exchange": stored.exchange,
-            "symbol": stored.symbol,
-            "prices": msgspec.Raw(stored.prices),
-            "stdv": stored.stdv,
-            "rank": place.rank,
-            "ranked": place.ranked,
-        }
-    )
-
-
-async def read_prices(
-    conn: AsyncConnection, exchange: str, symbol: str
-) -> tuple[StoredPrices, float]:
-    """A pair's prices of the last 24 hours and how many seconds they stay right without a
-    write; 404 when the pair is unknown or has no price in the window."""
-    cursor = await conn.execute(
-        QUERIES["price_history_24h"], {"exchange": exchange, "symbol": symbol}, binary=True
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        await explain_unknown_market(conn, exchange, symbol)
-    market_id, exchange, symbol, times, prices, stdv, fresh_seconds = row
-    if not times:
+    now = now_micros()
+    window, place = await hot_window(cache, exchange, symbol)
+    if window is None or place is None:
+        window, place = await read_window(state.pool, cache, exchange, symbol, now)
+    lo, hi = window.span(now)
+    if lo == hi:
         raise NotFoundException(f"no price of {symbol!r} on {exchange!r} in the last 24 hours")
-    points = [Price(exchange, symbol, p, t) for t, p in zip(times, prices, strict=True)]
-    return StoredPrices(market_id, exchange, symbol, encode_json(points), stdv), fresh_seconds
+    times, prices = window.times[lo:hi], window.prices[lo:hi]
+    etag = entity_tag(window.exchange, window.symbol, times, prices, place.rank, place.ranked)
+    headers = {
+        "ETag": etag,
+        "Last-Modified": http_date(times[-1]),
+        "Cache-Control": f"max-age={fresh_seconds(window, lo, hi, now, state.settings)}",
+    }
+    if names_tag(request.headers.get("if-none-match"), etag):
+        return Response(b"", status_code=304, headers=headers)
+    key = ("prices", etag)  # the tag names the content: a kept body is never stale
+    body = cache.recall(key, bytes)
+    if body is None:
+        stdv = sample_stdv(prices)
+        body = encode_history(
+            window.exchange, window.symbol, times, prices, stdv, place.rank, place.ranked
+        )
+        cache.keep(key, body, len(body))
+    return Response(body, media_type=MediaType.JSON, headers=headers)
 
 
-async def read_place(conn: AsyncConnection, market_id: int) -> Place:
-    """A market's place in the stored ranking."""
-    cursor = await conn.execute(QUERIES["market_rank"], {"market_id": market_id})
-    rank, ranked = await cursor.fetchone() or (None, 0)
-    return Place(rank, ranked)
+async def hot_window(
+    cache: ResponseCache, exchange: str, symbol: str
+) -> tuple[Window | None, Place | None]:
+    """The pair's window and place kept in memory, once every announced change is in them;
+    (None, None) when not kept, or (None, place) when only its place is."""
+    windows = cache.windows
+    if not (cache.windows_trusted() and await windows.caught_up()):
+        return None, None
+    market_id = windows.market_id(exchange, symbol)
+    if market_id is None:
+        return None, None
+    return windows.window(market_id), windows.place(market_id)
+
+
+async def read_window(
+    pool: AsyncConnectionPool, cache: ResponseCache, exchange: str, symbol: str, now: int
+) -> tuple[Window, Place]:
+    """The pair's window and place read from SQL; the window is kept if it fits. 404 when the
+    pair is unknown."""
+    windows = cache.windows
+    version, trusted = windows.version, cache.windows_trusted()
+    params = {"exchange": exchange, "symbol": symbol, "since": instant(now - DAY_US)}
+    async with pool.connection() as conn:
+        cursor = await conn.execute(WINDOW_QUERIES["price_window"], params, binary=True)
+        row = await cursor.fetchone()
+        if row is None:
+            await explain_unknown_market(conn, exchange, symbol)
+        market_id, exchange, symbol, times, prices = row
+        if trusted:
+            place = windows.place(market_id)
+        else:
+            cursor = await conn.execute(QUERIES["market_rank"], {"market_id": market_id})
+            place = Place(*(await cursor.fetchone() or (None, 0)))
+    window = Window(market_id, exchange, symbol, array("q", times), array("d", prices))
+    if trusted:
+        windows.admit(window, version)
+    return window, place
+
+
+def fresh_seconds(window: Window, lo: int, hi: int, now: int, settings: Settings) -> int:
+    """Whole seconds the answer stays right: until the next cycle's instant, the oldest
+    price leaving the window or a price stamped ahead of now entering it."""
+    interval = settings.collect_interval_seconds * US_PER_SECOND
+    until = min(now - now % interval + interval, window.times[lo] + DAY_US)
+    if hi < len(window.times):
+        until = min(until, window.times[hi])
+    return max(0, int(until - now) // US_PER_SECOND)
+
+
+def http_date(micros: int) -> str:
+    """An HTTP date (RFC 9110), to the second."""
+    return format_datetime(instant(micros).replace(microsecond=0), usegmt=True)
+
+
+def names_tag(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (or `*`), by weak comparison."""
+    if not if_none_match:
+        return False
+    tags = (tag.strip() for tag in if_none_match.split(","))
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
 
 
 @get(
@@ -200,6 +232,8 @@ async def health(conn: Connection, state: State) -> Response[Health]:
         compression,
         state.cache.status,
         set_aside,
+        len(state.cache.windows),
+        round(state.cache.windows.held_bytes / 2**20, 3),
         reason,
     )
     return Response(body, status_code=503 if reason else 200)

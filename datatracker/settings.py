@@ -41,7 +41,13 @@ class Settings(BaseSettings):
     stop_grace_seconds: float = Field(default=10, ge=0, le=600)
     gap_fill_max_hours: float = Field(default=6, ge=0, le=168)
     db_pool_max_size: int = Field(default=10, ge=1, le=100)
-    api_cache_mb: int = Field(default=256, ge=0, le=65_536)
+    # The API's memory (api/cache.py, api/windows.py), per worker: response bodies kept, and
+    # the pairs' 24-hour windows of prices (16 bytes a tick; 10k pairs of minute ticks take
+    # about 230 MB). 0 turns either off.
+    api_cache_mb: int = Field(default=64, ge=0, le=65_536)
+    api_windows_mb: float = Field(default=256, ge=0, le=65_536)
+    # API processes; 0 (the default) means one per core.
+    api_workers: int = Field(default=0, ge=0, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Storage lifecycle (db/init.sql, docs/sql.md). Values like `7 days`, `36h`, `P730D`.
     raw_retention: timedelta = Field(default=timedelta(days=7), ge=timedelta(days=2))

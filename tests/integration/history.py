@@ -73,8 +73,10 @@ async def run_maintenance(
 
 def settings_for(database_url: str) -> Settings:
     """Settings pointing at `database_url`, ignoring any .env file, without the API's response
-    cache: answers come straight from the database."""
-    return load_settings(_env_file=None, database_url=database_url, api_cache_mb=0)
+    cache and price windows: answers come straight from the database."""
+    return load_settings(
+        _env_file=None, database_url=database_url, api_cache_mb=0, api_windows_mb=0
+    )
 
 
 def api_settings(database_url: str) -> Settings:

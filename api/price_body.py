@@ -1,0 +1,92 @@
+"""The bytes of a /prices answer, built from a pair's columns of times and prices.
+
+A day of minute ticks is 1,440 objects and about 148 kB of JSON. Building them as Python
+objects and encoding those costs ~2.5 ms; here the body is joined from pieces instead, each
+made by C code: the prices encoded as one JSON array and split, and each instant's text kept
+once for every pair that has a tick then. The bytes are exactly those msgspec (Litestar's
+encoder) writes for `PriceHistory` (tests/integration/test_prices_hot.py compares them).
+"""
+
+from __future__ import (
+    annotations,  # array[int] in annotations (subscriptable at run time from 3.12)
+)
+
+import hashlib
+import math
+import operator
+from array import array
+from itertools import chain, repeat
+
+import msgspec
+
+from datatracker.instants import instant
+
+US_PER_SECOND = 1_000_000
+# Texts of instants kept at most: a day of 10-second cycles, twice over.
+MAX_INSTANTS = 20_000
+
+_encode = msgspec.json.encode
+
+
+class _InstantTexts(dict[int, bytes]):
+    """`,"updated_at":"…Z"},` of an instant (µs since the epoch), made once and shared."""
+
+    def __missing__(self, micros: int) -> bytes:
+        if len(self) >= MAX_INSTANTS:
+            self.clear()
+        text = b',"updated_at":' + _encode(instant(micros)) + b"},"
+        self[micros] = text
+        return text
+
+
+_INSTANTS = _InstantTexts()
+
+
+def sample_stdv(prices: array[float]) -> float | None:
+    """The sample standard deviation, as SQL's stddev_samp: None for fewer than two prices.
+    Two passes over correctly rounded sums, so it agrees with PostgreSQL to ~1e-15."""
+    n = len(prices)
+    if n < 2:
+        return None
+    mean = math.fsum(prices) / n
+    deviations = [price - mean for price in prices]
+    return math.sqrt(math.fsum(map(operator.mul, deviations, deviations)) / (n - 1))
+
+
+def encode_history(
+    exchange: str,
+    symbol: str,
+    times: array[int],
+    prices: array[float],
+    stdv: float | None,
+    rank: int | None,
+    ranked: int,
+) -> bytes:
+    """The JSON of PriceHistory(exchange, symbol, [Price…], stdv, rank, ranked)."""
+    pair = b'{"exchange":' + _encode(exchange) + b',"symbol":' + _encode(symbol)
+    tail = b',"stdv":%s,"rank":%s,"ranked":%d}' % (_encode(stdv), _encode(rank), ranked)
+    if not prices:
+        return pair + b',"prices":[]' + tail
+    texts = _encode(prices.tolist())[1:-1].split(b",")
+    each = pair + b',"price":'
+    joined = b"".join(
+        chain.from_iterable(zip(repeat(each), texts, map(_INSTANTS.__getitem__, times)))
+    )
+    return b"".join((pair, b',"prices":[', memoryview(joined)[:-1], b"]", tail))
+
+
+def entity_tag(
+    exchange: str,
+    symbol: str,
+    times: array[int],
+    prices: array[float],
+    rank: int | None,
+    ranked: int,
+) -> str:
+    """A strong ETag of the answer these make: the same in every worker and on every path,
+    and different whenever the body is (its stdv follows from the prices)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{exchange}\0{symbol}\0{rank}\0{ranked}\0".encode())
+    digest.update(times)
+    digest.update(prices)
+    return f'"{digest.hexdigest()}"'

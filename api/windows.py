@@ -1,0 +1,264 @@
+"""Every pair's last 24 hours of prices, kept in memory and moved forward by each write.
+
+A pair's window is two columns, the instants (µs since the epoch) and the prices, 16 bytes a
+tick: ~23 kB for a day of minute ticks, ~230 MB for 10,000 pairs. `PriceWindows` keeps as
+many windows as API_WINDOWS_MB holds (counted in the bytes the columns and their objects
+take); a pair beyond it is read from SQL at each request, as is every pair while the
+listener is down.
+
+The database stays the source of truth. Every write to ticks announces itself (migration
+0005): a write that names its span (`ticks <first µs>/<last µs>`, as the collector's writer
+does) is read back in one query for all pairs and laid over each window; any other (psql,
+an update, a delete) drops every window, to be read again on demand. While an announced
+change is being read, requests wait for it: no answer shows a window older than the last
+change announced. Which name a pair has (markets) and its place in the stored ranking are
+kept here too, read whole when they change.
+"""
+
+from __future__ import (
+    annotations,  # array[int] in annotations (subscriptable at run time from 3.12)
+)
+
+import asyncio
+import logging
+import select
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg import AsyncConnection
+
+from datatracker.instants import instant
+from datatracker.queries import load_queries
+
+QUERIES = load_queries(Path(__file__).with_name("windows.sql"))
+
+DAY_US = 86_400 * 1_000_000
+# A write spanning more than this is not read back into the windows: they are dropped and
+# read again pair by pair when asked for (a backfill of hours, say).
+MAX_SPAN_US = 3_600 * 1_000_000
+# What a window costs beyond its columns: the Window, its arrays' headers, the dict slot.
+WINDOW_OVERHEAD_BYTES = 400
+# A request waits at most this long for an announced change to be read, then reads SQL.
+CATCH_UP_SECONDS = 2.0
+# Turns of the event loop a request gives the listener to read what waits on its socket.
+LISTENER_TURNS = 8
+
+log = logging.getLogger(__name__)
+
+
+class Window:
+    """A pair's ticks from 24 hours before the last change on (and any stamped ahead of
+    now), oldest first; `version` changes with every change to them."""
+
+    __slots__ = ("exchange", "market_id", "prices", "symbol", "times", "version")
+
+    def __init__(
+        self, market_id: int, exchange: str, symbol: str, times: array[int], prices: array[float]
+    ) -> None:
+        self.market_id, self.exchange, self.symbol = market_id, exchange, symbol
+        self.times, self.prices = times, prices
+        self.version = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sys.getsizeof(self.times) + sys.getsizeof(self.prices) + WINDOW_OVERHEAD_BYTES
+
+    def span(self, now_us: int) -> tuple[int, int]:
+        """The [lo, hi) positions of the ticks in the 24 hours up to `now_us`, as SQL's
+        `time >= now() - interval '24 hours' AND time <= now()`."""
+        return bisect_left(self.times, now_us - DAY_US), bisect_right(self.times, now_us)
+
+    def replace(
+        self, start: int, end: int, times: array[int], prices: array[float], horizon: int
+    ) -> None:
+        """Make the ticks in [start, end] these (as stored now), and forget those before
+        `horizon`."""
+        lo, hi = bisect_left(self.times, start), bisect_right(self.times, end)
+        self.times[lo:hi], self.prices[lo:hi] = times, prices
+        old = bisect_left(self.times, horizon)
+        if old:
+            del self.times[:old], self.prices[:old]
+        self.version += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A pair's place in the stored ranking: `rank` (None if not ranked) of `ranked`."""
+
+    rank: int | None
+    ranked: int
+
+
+class PriceWindows:
+    """The windows of as many pairs as `max_bytes` holds, the markets' names and the stored
+    ranking; served only while `serving` (the change listener is connected)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.serving = False
+        self.version = 0  # changes with every announced change, applied or not yet
+        self._windows: dict[int, Window] = {}
+        self._bytes = 0
+        self._markets: dict[tuple[str, str], int] = {}
+        self._ranks: dict[int, int] = {}
+        self._ranked = 0
+        self._pending = 0
+        self._current = asyncio.Event()
+        self._current.set()
+        self._listener_socket = -1
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    @property
+    def held_bytes(self) -> int:
+        """What the windows take, as counted against `max_bytes`."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    async def caught_up(self) -> bool:
+        """Wait until every announced change is applied; False if that takes too long or the
+        windows stop being served meanwhile.
+
+        A change committed just before this request may be announced on the listener's
+        socket without the event loop having read it yet: while that socket has bytes
+        waiting, let the listener read them first (a few turns of the loop at most)."""
+        for _ in range(LISTENER_TURNS):
+            if not (self._current.is_set() and self._listener_has_input()):
+                break
+            await asyncio.sleep(0)
+        if not self._current.is_set():
+            try:
+                await asyncio.wait_for(self._current.wait(), CATCH_UP_SECONDS)
+            except TimeoutError:
+                return False
+        return self.serving
+
+    def market_id(self, exchange: str, symbol: str) -> int | None:
+        return self._markets.get((exchange, symbol))
+
+    def window(self, market_id: int) -> Window | None:
+        return self._windows.get(market_id)
+
+    def place(self, market_id: int) -> Place:
+        return Place(self._ranks.get(market_id), self._ranked)
+
+    def admit(self, window: Window, version: int) -> None:
+        """Keep a window read at `version` of the changes, if none came since and it fits."""
+        if not self.serving or version != self.version or window.market_id in self._windows:
+            return
+        self._markets[window.exchange, window.symbol] = window.market_id
+        size = window.nbytes
+        if self._bytes + size <= self.max_bytes:
+            self._windows[window.market_id] = window
+            self._bytes += size
+
+    # The listener's side (api/cache.py): announce on receipt, then apply.
+
+    def announce(self) -> None:
+        """A change was announced: hold requests until `apply` has read it."""
+        self.version += 1
+        self._pending += 1
+        self._current.clear()
+
+    async def apply(self, conn: AsyncConnection, payload: str, now_us: int) -> None:
+        """Read what an announced change did (see the module's docstring)."""
+        try:
+            source, _, span = payload.partition(" ")
+            if source == "ranking":
+                await self._read_ranking(conn)
+            elif source == "ticks" and (bounds := parse_span(span)):
+                await self._read_span(conn, *bounds, now_us)
+            elif source == "ticks" or source == "storage":
+                self._drop_windows()
+            else:  # markets renamed or deleted, or an unknown announcement
+                self._drop_windows()
+                await self._read_markets(conn)
+        finally:
+            self._pending -= 1
+            if not self._pending:
+                self._current.set()
+
+    def _listener_has_input(self) -> bool:
+        if self._listener_socket < 0:
+            return False
+        readable, _, _ = select.select([self._listener_socket], [], [], 0)
+        return bool(readable)
+
+    async def start(self, conn: AsyncConnection) -> None:
+        """Begin serving on a new listener connection: read the markets and the ranking."""
+        self._listener_socket = conn.pgconn.socket
+        self._drop_windows()
+        await self._read_markets(conn)
+        await self._read_ranking(conn)
+        self.version += 1
+        self.serving = True
+
+    def stop(self) -> None:
+        """Stop serving (the listener is gone) and forget everything."""
+        self.serving = False
+        self._listener_socket = -1
+        self.version += 1
+        self._drop_windows()
+        self._markets.clear()
+        self._pending = 0
+        self._current.set()
+
+    def _drop_windows(self) -> None:
+        self._windows.clear()
+        self._bytes = 0
+
+    async def _read_span(self, conn: AsyncConnection, start: int, end: int, now_us: int) -> None:
+        horizon = now_us - DAY_US
+        if end < horizon or not self._windows:
+            return
+        if end - start > MAX_SPAN_US:
+            self._drop_windows()
+            return
+        start = max(start, horizon)
+        cursor = await conn.execute(
+            QUERIES["ticks_between"], {"start": instant(start), "end": instant(end)}, binary=True
+        )
+        rows = await cursor.fetchall()
+        changed = {market_id: (times, prices) for market_id, times, prices in rows}
+        empty: tuple[list[int], list[float]] = ([], [])
+        for market_id, window in self._windows.items():
+            times, prices = changed.get(market_id, empty)
+            before = window.nbytes
+            window.replace(start, end, array("q", times), array("d", prices), horizon)
+            self._bytes += window.nbytes - before
+        self._fit()
+
+    def _fit(self) -> None:
+        """Drop windows (the oldest kept first) until what is kept fits again."""
+        while self._bytes > self.max_bytes and self._windows:
+            window = self._windows.pop(next(iter(self._windows)))
+            self._bytes -= window.nbytes
+
+    async def _read_markets(self, conn: AsyncConnection) -> None:
+        cursor = await conn.execute(QUERIES["markets"], binary=True)
+        rows = await cursor.fetchall()
+        self._markets = {(exchange, symbol): market_id for market_id, exchange, symbol in rows}
+
+    async def _read_ranking(self, conn: AsyncConnection) -> None:
+        cursor = await conn.execute(QUERIES["ranks"], binary=True)
+        self._ranks = dict(await cursor.fetchall())
+        cursor = await conn.execute(QUERIES["ranked"])
+        row = await cursor.fetchone()
+        self._ranked = int(row[0]) if row else 0
+
+
+def parse_span(span: str) -> tuple[int, int] | None:
+    """The (first, last) µs of a `<first>/<last>` span; None when there is none or it is
+    malformed (then the windows are dropped, as for any write that names no span)."""
+    first, _, last = span.partition("/")
+    try:
+        return int(first), int(last)
+    except ValueError:
+        return None
