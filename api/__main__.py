@@ -1,23 +1,49 @@
-"""`python -m api`: serve the API with uvicorn on API_HOST:API_PORT."""
+"""`python -m api`: serve the API with uvicorn on API_HOST:API_PORT, in API_WORKERS processes
+(0: one per core) sharing the socket, each with its own pool, listener and memory."""
+
+import logging
+import os
 
 import uvicorn
 
 from api.app import create_app
-from api.server import allow_open_files, server_options
+from api.server import Protocol, allow_open_files, server_options
 from datatracker.logs import configure_logging
-from datatracker.settings import load_settings
+from datatracker.settings import Settings, load_settings
+
+log = logging.getLogger("api")
+
+
+def workers(settings: Settings) -> int:
+    """How many API processes to run: API_WORKERS, or one per core when it is 0."""
+    return settings.api_workers or os.cpu_count() or 1
+
+
+def app_from_environment() -> object:
+    """The app as each worker process builds it, from the environment's settings."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    Protocol.header_timeout = settings.api_header_timeout_seconds
+    return create_app(settings)
 
 
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     max_connections = allow_open_files(settings.api_max_connections)
+    count = workers(settings)
+    options = server_options(settings, max_connections) | {"http": Protocol}
+    log.info(
+        "serving on %s:%d with %d worker processes", settings.api_host, settings.api_port, count
+    )
     uvicorn.run(
-        create_app(settings),
+        "api.__main__:app_from_environment",
+        factory=True,
+        workers=count,
         host=settings.api_host,
         port=settings.api_port,
         proxy_headers=True,
-        **server_options(settings, max_connections),
+        **options,
     )
 
 

@@ -1,8 +1,15 @@
 """Runs the real API app under uvicorn on a free 127.0.0.1 port, inside the test's event loop."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -10,6 +17,8 @@ import uvicorn
 from api.app import create_app
 from api.server import server_options
 from datatracker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @asynccontextmanager
@@ -41,3 +50,39 @@ async def until_cache_listens(client: httpx.AsyncClient) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the response cache did not start listening within 5 s")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def api_process(api_url: str, log: Path, **settings: str) -> Iterator[tuple[int, int]]:
+    """`python -m api` (uvloop, as deployed) as the role `api`, with more `settings` in its
+    environment, logging to `log`; its port, once it answers, and its process id."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": api_url,
+        "API_PORT": str(port),
+        "PYTHONPATH": str(ROOT),
+        **settings,
+    }
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api"], cwd=log.parent, env=env, stdout=output, stderr=output
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(f"http://127.0.0.1:{port}/rankings", timeout=1)
+                break
+            time.sleep(0.1)
+        yield port, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -4,12 +4,9 @@ past it, request bodies and oversized headers are refused, and a client hanging 
 
 import asyncio
 import contextlib
-import os
 import resource
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -22,9 +19,8 @@ import pytest
 from collector.ticks import Tick
 from collector.writer import write_ticks
 from datatracker.settings import load_settings
-from tests.api_server import serve_api
+from tests.api_server import api_process, serve_api
 
-ROOT = Path(__file__).resolve().parents[2]
 PRICES = "/prices/kraken/btcusd"
 IDLE_SOCKETS = 2000
 HEADER_TIMEOUT = 1.5
@@ -210,35 +206,6 @@ async def test_headers_over_16_kb_are_refused_with_431(api_url: str, end: bytes)
     assert answer.startswith(b"HTTP/1.1 431 ")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def api_process(api_url: str, log: Path) -> Iterator[int]:
-    """`python -m api` (uvloop, as deployed) as the role `api`, logging to `log`; its port."""
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": api_url, "API_PORT": str(port), "PYTHONPATH": str(ROOT)}
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api"], cwd=log.parent, env=env, stdout=output, stderr=output
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(f"http://127.0.0.1:{port}/rankings", timeout=1)
-                break
-            time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-
-
 def hang_up_on_pipelined_requests(port: int, connections: int) -> None:
     """Send 40 pipelined requests per connection and close it before reading the answers
     (half of them with a reset)."""
@@ -263,7 +230,7 @@ def test_a_client_hanging_up_on_pipelined_requests_logs_no_error(
     """Requests still queued when their client goes away are dropped quietly: no ERROR line
     (uvloop refuses writes to a closed connection, which uvicorn would log with a traceback)."""
     log = tmp_path / "api.log"
-    with api_process(api_url, log) as port:
+    with api_process(api_url, log) as (port, _):
         hang_up_on_pipelined_requests(port, connections=40)
         time.sleep(1)
         still = httpx.get(f"http://127.0.0.1:{port}{PRICES}", timeout=5).status_code

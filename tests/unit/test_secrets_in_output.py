@@ -2,7 +2,6 @@
 without it, by `python -m api` and `python -m collector` alike."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from datatracker.database import redact_dsn
+from tests.api_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "S3cretPW"
@@ -18,13 +18,6 @@ MALFORMED = f"postgresql//collector:{PASSWORD}@127.0.0.1:5499/datatracker"
 # Well formed, but nothing listens on port 9.
 UNREACHABLE = f"postgresql://collector:{PASSWORD}@127.0.0.1:9/datatracker"
 SERVICES = [["-m", "api"], ["-m", "collector"]]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run(args: list[str], database_url: str, tmp_path: Path, seconds: float) -> tuple[int, str]:
