@@ -20,6 +20,8 @@ from datatracker.settings import Settings
 
 # A request's line and headers may take this many bytes (h11's default in uvicorn).
 MAX_HEADER_BYTES = 16 * 1024
+# Seconds a stopping server gives the answers under way.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 # File descriptors kept for what is not a client connection: the database pool, the cache's
 # listener, logs, the event loop.
 SPARE_FILES = 64
@@ -120,6 +122,9 @@ def server_options(settings: Settings, max_connections: int | None = None) -> di
         "http": protocol(settings),
         "timeout_keep_alive": settings.api_keep_alive_seconds,
         "limit_concurrency": max_connections or settings.api_max_connections,
+        # On SIGTERM, answers under way get this long; then uvicorn cancels them and exits
+        # rather than wait on a connection that never completes.
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         "log_config": None,  # keep our log format
     }
 
