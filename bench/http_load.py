@@ -8,7 +8,7 @@ than an HTTP library, so the generator spends as little of the machine's two cor
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bench import stats
@@ -21,6 +21,8 @@ class Tally:
     """What the clients saw: latencies of answered requests and counts by status."""
 
     latencies: list[float] = field(default_factory=list)
+    # When each answered request was sent (time.monotonic()), in the order of `latencies`.
+    sent_at: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
     sent: int = 0
@@ -32,24 +34,39 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
-    length = {name.strip().lower(): value for name, value in headers.items()}["content-length"]
+    length = {name.strip().lower(): value for name, value in headers.items()}.get(
+        "content-length", "0" if status in (204, 304) else None
+    )
+    if length is None:
+        raise ValueError(f"a {status} answer without Content-Length")
     await reader.readexactly(int(length))
     return status
 
 
 async def client(
-    port: int, paths: Sequence[str], rng: random.Random, deadline: float, budget: int, tally: Tally
+    port: int,
+    paths: Sequence[str],
+    rng: random.Random,
+    deadline: float,
+    budget: int,
+    tally: Tally,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
-    """One keep-alive connection sending requests for random paths until told to stop."""
+    """One keep-alive connection sending requests for random paths until told to stop;
+    `headers` maps a path to more header lines sent with it (e.g. `If-None-Match: "…"`)."""
     reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    extra = {path: f"{lines}\r\n" for path, lines in (headers or {}).items()}
     try:
         while time.monotonic() < deadline and tally.sent < budget:
             tally.sent += 1
-            request = f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n"
+            path = rng.choice(paths)
+            request = f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{extra.get(path, '')}\r\n"
+            sent_at = time.monotonic()
             started = time.perf_counter()
             writer.write(request.encode())
             status = await read_response(reader)
             tally.latencies.append(time.perf_counter() - started)
+            tally.sent_at.append(sent_at)
             tally.statuses[status] = tally.statuses.get(status, 0) + 1
     finally:
         writer.close()
@@ -64,18 +81,23 @@ async def run_load(
     max_requests: int,
     seed: int = 1,
     grace: float = 60.0,
+    headers: Mapping[str, str] | None = None,
+    tally: Tally | None = None,
 ) -> dict[str, object]:
     """Load the server with `clients` concurrent clients; return rate, p50, p99 and statuses.
 
     Requests still in flight `grace` seconds after the duration are abandoned and counted
-    as errors.
+    as errors. `headers`: more header lines per path; `tally`: where to record (to read each
+    request's latency and time afterwards).
     """
-    tally = Tally()
+    tally = Tally() if tally is None else tally
     deadline = time.monotonic() + seconds
     started = time.perf_counter()
     tasks = [
         asyncio.create_task(
-            client(port, paths, random.Random(seed * 1000 + i), deadline, max_requests, tally)
+            client(
+                port, paths, random.Random(seed * 1000 + i), deadline, max_requests, tally, headers
+            )
         )
         for i in range(clients)
     ]

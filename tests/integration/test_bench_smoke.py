@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import footprint, generate, profile_summary, read_path, soak, write_path
+from bench import footprint, generate, hot_read, profile_summary, read_path, soak, write_path
 
 
 def finite(value: object) -> bool:
@@ -68,6 +68,26 @@ def test_soak_loads_both_endpoints_while_the_collector_writes(database_url: str)
     )  # fmt: skip
     assert [] == result["failures"]
     assert all(finite(result["http"][name]["p50_ms"]) for name in ("prices", "rankings"))
+
+
+@pytest.mark.slow
+def test_hot_read_reports_latencies_rates_and_memory(database_url: str) -> None:
+    """With generated data and cycles committing, the hot-window benchmark loads the API, the
+    minimal app and two workers and reports finite figures."""
+    generate.main(["--database-url", database_url, "--pairs", "20", "--days", "0.05"])
+    result = hot_read.main(
+        ["--database-url", database_url, "--pairs", "20", "--seconds", "3", "--short-seconds",
+         "1", "--cycle-every", "1", "--clients", "2", "--etag-pairs", "5", "--grace", "10"]
+    )  # fmt: skip
+    one = result["one_worker"]
+    for run in (one["prices"], one["rankings"], one["not_modified"], result["minimal"]):
+        assert finite(run["p50_ms"])
+        assert finite(run["requests_per_second"])
+    assert finite(one["prices"]["minute_after"]["p99_ms"])
+    assert finite(result["one_worker_vs_minimal"])
+    assert finite(result["many_workers_gain"])
+    assert one["rss_after_warm_bytes"] > 0
+    assert finite(one["health_after_warm"]["price_windows_mb"])
 
 
 def test_profile_summary_ranks_frames(tmp_path: Path) -> None:

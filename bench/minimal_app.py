@@ -1,0 +1,46 @@
+"""A minimal Litestar app: one route answering a constant JSON body, the ceiling the API is
+measured against (`python -m bench.minimal_app --port P --body-file F`).
+
+Served by uvicorn with the API's own server options (`api.server.server_options`: its
+httptools protocol, keep-alive, connection limit, no access log) in one process, so the
+difference to `python -m api` with API_WORKERS=1 is only what the API does per request.
+"""
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+from litestar import Litestar, MediaType, Response, get
+
+from api.server import server_options
+from bench.http_load import LOOPBACK
+from datatracker.settings import Settings
+
+
+def create_app(body: bytes) -> Litestar:
+    """An app whose only route, `/prices/{exchange}/{symbol}`, answers `body` as JSON."""
+
+    @get("/prices/{exchange:str}/{symbol:str}", media_type=MediaType.JSON)
+    async def constant(exchange: str, symbol: str) -> Response[bytes]:
+        return Response(body, media_type=MediaType.JSON)
+
+    return Litestar(route_handlers=[constant], openapi_config=None)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.minimal_app", description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--body-file", type=Path, required=True, help="the constant body")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse(argv)
+    app = create_app(args.body_file.read_bytes())
+    options = server_options(Settings(database_url="postgresql://unused"))
+    uvicorn.run(app, host=LOOPBACK, port=args.port, access_log=False, **options)
+
+
+if __name__ == "__main__":
+    main()
