@@ -328,6 +328,8 @@ def one_worker(
             profiler.wait(timeout=60)
         result["health_after_load"] = health(port)
         result["rss_after_load_bytes"] = servers.resident_bytes(pid)
+        if args.skip_compare:
+            return result
 
         result["rankings"] = load(port, ["/rankings?limit=100"], args, args.short_seconds)
         show("rankings", result["rankings"])
@@ -396,7 +398,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="more of the API's environment, e.g. API_WINDOWS_MB=32 (repeatable)",
     )
-    parser.add_argument("--skip-compare", action="store_true", help="no steps 3-6")
+    parser.add_argument("--skip-compare", action="store_true", help="steps 1-2 only")
     parser.add_argument("--profile-api", type=Path, help="py-spy collapsed stacks, main run")
     parser.add_argument("--output", type=Path, help="write the result as JSON here")
     return parser.parse_args(argv)
