@@ -1,9 +1,10 @@
 """Where prices come from: live exchanges through ccxt, or a simulated random walk."""
 
+from array import array
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from collector.ticks import Quote, Tick
 
@@ -18,6 +19,51 @@ class HistoryBatch:
     ticks: list[Tick]
     done: int
     total: int
+
+
+# A grid's instants are a minute apart, as is history.
+GRID_STEP = timedelta(minutes=1)
+
+
+class Market(NamedTuple):
+    """A pair on an exchange, named as the collector stores it."""
+
+    exchange: str
+    symbol: str
+    base: str
+    quote: str
+
+
+@dataclass(frozen=True, slots=True)
+class TickGrid:
+    """Every market's tick at every instant of a span, as columns: the price of `markets[m]`
+    at `times[i]` is `prices[i * len(markets) + m]`. The instants are GRID_STEP apart; such
+    ticks have no exchange time."""
+
+    times: list[datetime]
+    markets: list[Market]
+    prices: "array[float]"  # array("d"); not subscriptable at run time before Python 3.12
+
+    def __len__(self) -> int:
+        return len(self.prices)
+
+
+@runtime_checkable
+class GridSource(Protocol):
+    """A source whose history is every market at every minute (the simulated walk): it
+    hands it over as columns, which a backfill writes several times faster than ticks."""
+
+    def markets(self, exchanges: Iterable[str] | None = None) -> list[Market]:
+        """The markets of `exchanges` (all by default), in the order of a grid's columns."""
+        ...
+
+    def grids(
+        self, start: datetime, end: datetime, exchanges: Iterable[str] | None, *, width: timedelta
+    ) -> AsyncIterator[TickGrid]:
+        """The minutes from `start` (exclusive) to `end` (inclusive) of `exchanges` (all when
+        None), a grid per `width` of time (minutes grouped by their multiple of `width` since
+        the Unix epoch)."""
+        ...
 
 
 class PriceSource(Protocol):

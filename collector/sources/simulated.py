@@ -7,14 +7,16 @@ months. The walk is seeded by the cycle's instant, so the same seed, instant and
 give the same prices.
 """
 
+import asyncio
 import math
 import random
+from array import array
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from collector.sources import HistoryBatch
-from collector.ticks import Quote, normalise
+from collector.sources import GRID_STEP, HistoryBatch, Market, TickGrid
+from collector.ticks import Quote, Tick
 from datatracker.symbols import normalise_symbol
 
 # Base assets with rough USD price levels (late 2025) and per-minute volatility.
@@ -49,7 +51,7 @@ QUOTES: tuple[tuple[str, float], ...] = (
     ("EUR", 1.05),
     ("BTC", 97_000.0),
 )
-STEP = timedelta(minutes=1)
+STEP = GRID_STEP
 # Pull towards the starting level: about a week for a deviation to halve.
 REVERSION_PER_MINUTE = math.log(2) / (7 * 24 * 60)
 EXCHANGE_NOISE = 0.0002
@@ -95,25 +97,29 @@ class SimulatedSource:
         self.expected_errors: tuple[type[Exception], ...] = ()
         self.pairs = catalogue(pairs_per_exchange)
         self._seed = seed
+        # The walk's state as lists in catalogue order (a grid's columns are built from them
+        # whole); the random draws come in the same order as ever, so a seed walks one path.
+        self._index = {pair.symbol: i for i, pair in enumerate(self.pairs)}
         premium = random.Random(f"{seed}:premium")
-        self._premium: dict[tuple[str, str], float] = {
-            (exchange, pair.symbol): premium.gauss(0, 0.001)
-            for exchange in self.exchanges
-            for pair in self.pairs
+        self._premium = {
+            exchange: [premium.gauss(0, 0.001) for _ in self.pairs] for exchange in self.exchanges
         }
-        self._home = {pair.symbol: math.log(pair.price) for pair in self.pairs}
-        self._level = dict(self._home)
-        self._noise = dict.fromkeys(self._premium, 0.0)
+        self._home = [math.log(pair.price) for pair in self.pairs]
+        self._volatility = [pair.volatility for pair in self.pairs]
+        self._level = list(self._home)
+        self._noise = {exchange: [0.0] * len(self.pairs) for exchange in self.exchanges}
         self._at: datetime | None = None
 
     def resume(self, prices: Mapping[tuple[str, str], float]) -> None:
         """Continue the walk from stored prices (exchange, symbol) → price, e.g. after a restart."""
-        levels: dict[str, list[float]] = {}
-        for key, price in prices.items():
-            if key in self._premium and price > 0:
-                levels.setdefault(key[1], []).append(math.log(price) - self._premium[key])
-        for symbol, logs in levels.items():
-            self._level[symbol] = sum(logs) / len(logs)
+        levels: dict[int, list[float]] = {}
+        for (exchange, symbol), price in prices.items():
+            index = self._index.get(symbol)
+            if exchange in self._premium and index is not None and price > 0:
+                logs = levels.setdefault(index, [])
+                logs.append(math.log(price) - self._premium[exchange][index])
+        for index, logs in levels.items():
+            self._level[index] = sum(logs) / len(logs)
 
     def advance(self, at: datetime) -> None:
         """Move every price to instant `at`; a gap of n minutes is one step of n minutes."""
@@ -121,24 +127,38 @@ class SimulatedSource:
             return
         minutes = 1.0 if self._at is None else (at - self._at) / STEP
         self._at = at
-        rng = random.Random(f"{self._seed}:{at.isoformat()}")
+        gauss = random.Random(f"{self._seed}:{at.isoformat()}").gauss
         keep = math.exp(-REVERSION_PER_MINUTE * minutes)
-        for pair in self.pairs:
-            home = self._home[pair.symbol]
-            shared = rng.gauss(0, pair.volatility * math.sqrt(minutes))
-            self._level[pair.symbol] = home + (self._level[pair.symbol] - home) * keep + shared
-            for exchange in self.exchanges:
-                self._noise[(exchange, pair.symbol)] = rng.gauss(0, EXCHANGE_NOISE)
+        spread = math.sqrt(minutes)
+        level, home = self._level, self._home
+        noises = [self._noise[exchange] for exchange in self.exchanges]
+        for index, volatility in enumerate(self._volatility):
+            shared = gauss(0, volatility * spread)
+            level[index] = home[index] + (level[index] - home[index]) * keep + shared
+            for noise in noises:
+                noise[index] = gauss(0, EXCHANGE_NOISE)
 
     def price(self, exchange: str, symbol: str) -> float:
         """The current price of one pair on one exchange."""
-        key = (exchange, symbol)
-        return math.exp(self._level[symbol] + self._premium[key] + self._noise[key])
+        index = self._index[symbol]
+        premium, noise = self._premium[exchange][index], self._noise[exchange][index]
+        return math.exp(self._level[index] + premium + noise)
+
+    def prices(self, exchange: str) -> list[float]:
+        """Every pair's current price on one exchange, in catalogue order."""
+        exp = math.exp
+        return [
+            exp(level + premium + noise)
+            for level, premium, noise in zip(
+                self._level, self._premium[exchange], self._noise[exchange], strict=True
+            )
+        ]
 
     def quotes(self, exchange: str) -> list[Quote]:
         """Every pair's current price on one exchange."""
         return [
-            Quote(pair.base, pair.quote, self.price(exchange, pair.symbol)) for pair in self.pairs
+            Quote(pair.base, pair.quote, price)
+            for pair, price in zip(self.pairs, self.prices(exchange), strict=True)
         ]
 
     async def fetch_quotes(self, exchange: str, at: datetime) -> list[Quote]:
@@ -146,22 +166,57 @@ class SimulatedSource:
         self.advance(at)
         return self.quotes(exchange)
 
+    def markets(self, exchanges: Iterable[str] | None = None) -> list[Market]:
+        """The markets of `exchanges` (all by default): each exchange's pairs in catalogue
+        order, the order of a grid's columns."""
+        return [
+            Market(exchange, pair.symbol, pair.base, pair.quote)
+            for exchange in self._names(exchanges)
+            for pair in self.pairs
+        ]
+
+    async def grids(
+        self, start: datetime, end: datetime, exchanges: Iterable[str] | None, *, width: timedelta
+    ) -> AsyncIterator[TickGrid]:
+        """The walk minute by minute from `start` (exclusive) to `end`, of `exchanges` (all
+        when None), a grid per `width` of time since the Unix epoch."""
+        names = self._names(exchanges)
+        markets = self.markets(names)
+        times: list[datetime] = []
+        prices: array[float] = array("d")
+        window = None
+        for step in range(1, int((end - start) / STEP) + 1):
+            at = start + step * STEP
+            if times and at.timestamp() // width.total_seconds() != window:
+                yield TickGrid(times, markets, prices)
+                times, prices = [], array("d")
+            window = at.timestamp() // width.total_seconds()
+            self.advance(at)
+            times.append(at)
+            for exchange in names:
+                prices.extend(self.prices(exchange))
+            # A minute at a time, so that a write under way (the previous grid's) goes on.
+            await asyncio.sleep(0)
+        if times:
+            yield TickGrid(times, markets, prices)
+
     async def history(
         self, start: datetime, end: datetime, exchanges: Iterable[str] | None = None
     ) -> AsyncIterator[HistoryBatch]:
         """The walk minute by minute from `start` (exclusive) to `end`, a batch per minute, of
         `exchanges` (all by default)."""
-        names = self.exchanges if exchanges is None else tuple(exchanges)
         total = int((end - start) / STEP)
-        for step in range(1, total + 1):
-            at = start + step * STEP
-            self.advance(at)
+        done = 0
+        async for grid in self.grids(start, end, exchanges, width=STEP):
+            done += 1
             ticks = [
-                tick
-                for exchange in names
-                for tick in normalise(exchange, at, self.quotes(exchange)).ticks
+                Tick(grid.times[0], market.exchange, market.symbol, market.base, market.quote, p)
+                for market, p in zip(grid.markets, grid.prices, strict=True)
             ]
-            yield HistoryBatch(ticks, step, total)
+            yield HistoryBatch(ticks, done, total)
+
+    def _names(self, exchanges: Iterable[str] | None) -> tuple[str, ...]:
+        return self.exchanges if exchanges is None else tuple(exchanges)
 
     async def close(self) -> None:
         """Nothing to release."""

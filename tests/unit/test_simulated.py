@@ -53,3 +53,31 @@ async def test_resume_continues_from_stored_prices() -> None:
     source.resume({("kraken", "btcusd"): 50_000.0})
     price = (await prices_at(source, "kraken", AT))["BTC/USD"]
     assert 0.98 < price / 50_000.0 < 1.02
+
+
+async def test_grids_hold_the_ticks_of_the_history() -> None:
+    """A source's grids, whatever their width, hold the ticks its history gives minute by
+    minute, for the exchanges asked."""
+    exchanges = ["kraken", "binance", "okx"]
+    history = SimulatedSource(exchanges, pairs_per_exchange=6, seed=4)
+    expected = [
+        (t.time, t.exchange, t.symbol, t.base, t.quote, t.price)
+        async for batch in history.history(AT, AT + timedelta(minutes=95), ["okx", "kraken"])
+        for t in batch.ticks
+    ]
+    source = SimulatedSource(exchanges, pairs_per_exchange=6, seed=4)
+    grids = [
+        grid
+        async for grid in source.grids(
+            AT, AT + timedelta(minutes=95), ["okx", "kraken"], width=timedelta(minutes=30)
+        )
+    ]
+    ticks = [
+        (at, *market, grid.prices[i * len(grid.markets) + m])
+        for grid in grids
+        for i, at in enumerate(grid.times)
+        for m, market in enumerate(grid.markets)
+    ]
+    assert expected == ticks
+    assert [29, 30, 30, 6] == [len(grid.times) for grid in grids]  # by the clock's half hours
+    assert source.markets(["okx", "kraken"]) == grids[0].markets
