@@ -41,7 +41,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 async def main(settings: Settings, args: argparse.Namespace) -> int:
     command = args.command or "run"
     source = build_source(settings)
-    # The writer, upkeep, a gap being filled and retention: at most three at once.
+    # The writer, upkeep, a gap being filled and retention: at most three at once (a backfill
+    # writes on one while the candles of what it wrote are brought up to date on another).
     pool = create_pool(
         settings.database_url, max_size=3, name="collector", timeout=POOL_WAIT_SECONDS
     )
@@ -64,8 +65,9 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             await (await start_maintenance(settings, pool)).after_cycles(now, now)
             return 1 if report.failed else 0
-        filled = await backfill(source, pool, now, args.hours)
-        await (await start_maintenance(settings, pool)).after_cycles(filled.start, now)
+        maintenance = await start_maintenance(settings, pool)
+        await backfill(source, pool, now, args.hours, candles=maintenance)
+        await maintenance.refresh_rankings()
         return 0
     finally:
         await source.close()

@@ -1,23 +1,34 @@
 """Fills the last hours of history so a new installation has a 24-hour window at once."""
 
+import asyncio
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Never
 
 from psycopg_pool import AsyncConnectionPool
 from tqdm import tqdm
 
-from collector.sources import PriceSource
+from collector.bulk import GridWriter
+from collector.maintenance import Maintenance
+from collector.sources import GRID_STEP, GridSource, PriceSource, TickGrid
 from collector.ticks import Tick
 from collector.writer import write_ticks
 
 log = logging.getLogger("collector.backfill")
 
-# Ticks per write: large enough to be cheap, small enough to show progress.
+# Ticks per write of a source's history batches: large enough to be cheap, small enough to
+# show progress.
 BATCH_TICKS = 20_000
+# Ticks per grid, about: 23 MB of COPY data, a second or two of writing.
+GRID_TICKS = 600_000
+# Grid widths under an hour: each divides an hour, so that no candle bucket is split between
+# two grids.
+MINUTES_IN_HOUR_PARTS = (1, 5, 10, 15, 20, 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,29 +47,24 @@ async def backfill(
     end: datetime,
     hours: float,
     exchanges: Iterable[str] | None = None,
+    *,
+    candles: Maintenance | None = None,
+    grid_ticks: int = GRID_TICKS,
 ) -> BackfillReport:
     """Write the source's history of `exchanges` (all by default) for the `hours` before `end`;
-    stored ticks stay as they are."""
+    stored ticks stay as they are. With `candles`, the candles of that history are brought up
+    to date too, as it is written (on a second connection of the pool). A source of grids is
+    written about `grid_ticks` ticks at a time."""
     started = time.monotonic()
     start = end - timedelta(hours=hours)
-    fetched = written = 0
-    pending: list[Tick] = []
-
-    async def flush() -> None:
-        nonlocal written
-        async with pool.connection() as conn:
-            written += sum((await write_ticks(conn, pending)).values())
-        pending.clear()
-
-    with tqdm(desc="backfill", unit="step", disable=None, file=sys.stderr) as progress:
-        async for batch in source.history(start, end, exchanges):
-            progress.total = batch.total
-            progress.update(batch.done - progress.n)
-            pending.extend(batch.ticks)
-            fetched += len(batch.ticks)
-            if len(pending) >= BATCH_TICKS:
-                await flush()
-        await flush()
+    if isinstance(source, GridSource):
+        width = grid_width(len(source.markets(exchanges)), grid_ticks)
+        grids = source.grids(start, end, exchanges, width=width)
+        fetched, written = await write_grids(grids, pool, int((end - start) / GRID_STEP), candles)
+    else:
+        fetched, written = await write_batches(source, pool, start, end, exchanges)
+        if candles is not None:
+            await candles.refresh_history(start)
     report = BackfillReport(start, fetched, written, time.monotonic() - started)
     log.info(
         "backfill of %g h to %s: %d ticks written, %d already stored, in %.1f s",
@@ -69,3 +75,138 @@ async def backfill(
         report.seconds,
     )
     return report
+
+
+async def write_batches(
+    source: PriceSource,
+    pool: AsyncConnectionPool,
+    start: datetime,
+    end: datetime,
+    exchanges: Iterable[str] | None,
+) -> tuple[int, int]:
+    """Write the source's history batches, BATCH_TICKS at a time: (fetched, written)."""
+    fetched = written = 0
+    pending: list[Tick] = []
+
+    async def flush() -> None:
+        nonlocal written
+        async with pool.connection() as conn:
+            written += sum((await write_ticks(conn, pending)).values())
+        pending.clear()
+
+    with progress_bar("step") as progress:
+        async for batch in source.history(start, end, exchanges):
+            progress.total = batch.total
+            progress.update(batch.done - progress.n)
+            pending.extend(batch.ticks)
+            fetched += len(batch.ticks)
+            if len(pending) >= BATCH_TICKS:
+                await flush()
+        await flush()
+    return fetched, written
+
+
+async def write_grids(
+    grids: AsyncIterator[TickGrid],
+    pool: AsyncConnectionPool,
+    minutes: int,
+    candles: Maintenance | None,
+) -> tuple[int, int]:
+    """Write the grids (`minutes` in all) one by one: (fetched, written).
+
+    Three things overlap: the source computes the next grid while one connection writes the
+    last, and another brings the candles of the one before up to date.
+    """
+    writer = GridWriter()
+    fetched = written = 0
+    with progress_bar("minute") as progress:
+        progress.total = minutes
+        async with (
+            ahead(grids) as computed,
+            behind(candles) as follow,
+            pool.connection() as conn,
+        ):
+            async for grid in computed:
+                began = time.perf_counter()
+                written += await writer.write(conn, grid)
+                log.debug("%d ticks written in %.2f s", len(grid), time.perf_counter() - began)
+                fetched += len(grid)
+                progress.update(len(grid.times))
+                await follow(grid)
+    return fetched, written
+
+
+@contextlib.asynccontextmanager
+async def behind(
+    candles: Maintenance | None,
+) -> AsyncIterator[Callable[[TickGrid], Awaitable[None]]]:
+    """`follow(grid)` once a grid is written: its candles are brought up to date in the
+    background, one grid at a time, in order. On the way out the last update is waited for
+    (or cancelled, on an error)."""
+    updating: asyncio.Task[None] | None = None
+
+    async def follow(grid: TickGrid) -> None:
+        nonlocal updating
+        if candles is not None:
+            if updating is not None:
+                await updating
+            updating = asyncio.create_task(refresh_candles(candles, grid))
+
+    try:
+        yield follow
+        if updating is not None:
+            await updating
+    finally:
+        if updating is not None and not updating.done():
+            updating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await updating
+
+
+async def refresh_candles(candles: Maintenance, grid: TickGrid) -> None:
+    """Bring the candles of the grid's span up to date."""
+    began = time.perf_counter()
+    await candles.refresh_span(grid.times[0], grid.times[-1] + GRID_STEP)
+    log.debug("candles from %s up to date in %.2f s", grid.times[0], time.perf_counter() - began)
+
+
+def grid_width(markets: int, ticks: int = GRID_TICKS) -> timedelta:
+    """The span of a grid of about `ticks` ticks: whole hours, or a part of an hour."""
+    minutes = ticks // max(markets, 1)
+    if minutes >= 60:
+        return timedelta(hours=minutes // 60)
+    return timedelta(minutes=max(part for part in MINUTES_IN_HOUR_PARTS if part <= max(minutes, 1)))
+
+
+@contextlib.asynccontextmanager
+async def ahead(grids: AsyncIterator[TickGrid]) -> AsyncIterator[AsyncIterator[TickGrid]]:
+    """The grids, each computed while the one before it is being written."""
+    queue: asyncio.Queue[TickGrid | Exception | None] = asyncio.Queue(maxsize=1)
+
+    async def compute() -> None:
+        try:
+            async for grid in grids:
+                await queue.put(grid)
+        except Exception as error:  # raised where the grids are taken
+            await queue.put(error)
+        else:
+            await queue.put(None)
+
+    async def handed_over() -> AsyncIterator[TickGrid]:
+        while (grid := await queue.get()) is not None:
+            if isinstance(grid, Exception):
+                raise grid
+            yield grid
+
+    computing = asyncio.create_task(compute())
+    try:
+        yield handed_over()
+    finally:
+        computing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await computing
+
+
+def progress_bar(unit: str) -> "tqdm[Never]":
+    """A progress bar on stderr, shown only on a terminal."""
+    return tqdm(desc="backfill", unit=unit, disable=None, file=sys.stderr)

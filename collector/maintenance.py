@@ -23,34 +23,49 @@ CANDLE_WIDTHS = {
     "refresh_candles_5m": timedelta(minutes=5),
     "refresh_candles_1h": timedelta(hours=1),
 }
+ROLL_UPS = {
+    "roll_up_candles_5m": timedelta(minutes=5),
+    "roll_up_candles_1h": timedelta(hours=1),
+}
+# Where an unbounded apache-mode roll-up stops: after any tick.
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def bucket_start(moment: datetime, width: timedelta) -> datetime:
+    """The start of the bucket of `width` holding `moment`. Buckets of 5 minutes and 1 hour
+    fall on the same boundaries from the Unix epoch as from TimescaleDB's origin (a Monday,
+    midnight)."""
+    seconds = moment.timestamp()
+    return datetime.fromtimestamp(seconds - seconds % width.total_seconds(), UTC)
 
 
 def whole_buckets(since: datetime, until: datetime, width: timedelta) -> tuple[datetime, datetime]:
     """The window of whole buckets of `width` from the one holding `since` to the last that
-    ended by `until` (empty when start == end). Buckets of 5 minutes and 1 hour fall on the
-    same boundaries from the Unix epoch as from TimescaleDB's origin (a Monday, midnight)."""
-    step = width.total_seconds()
-
-    def floor(moment: datetime) -> datetime:
-        seconds = moment.timestamp()
-        return datetime.fromtimestamp(seconds - seconds % step, UTC)
-
-    start, end = floor(since), floor(until)
+    ended by `until` (empty when start == end)."""
+    start, end = bucket_start(since, width), bucket_start(until, width)
     return start, max(start, end)
 
 
+def bucket_end(until: datetime, width: timedelta) -> datetime:
+    """The end of the last bucket of `width` holding a moment before `until`."""
+    return bucket_start(until - timedelta(microseconds=1), width) + width
+
+
 def candle_updates(
-    mode: StorageMode, since: datetime, now: datetime
+    mode: StorageMode, since: datetime, now: datetime, until: datetime | None = None
 ) -> list[tuple[str, dict[str, datetime]]]:
     """The statements (query name, parameters) that bring the candles up to date with ticks
-    written from `since` on: a roll-up of every bucket from the one holding `since` (apache
-    mode), or a refresh of the whole buckets from there to `now` (timescale mode; the newest,
-    unfinished bucket is aggregated in real time)."""
-    if mode == "apache":
-        return [("roll_up_candles_5m", {"since": since}), ("roll_up_candles_1h", {"since": since})]
+    written from `since` on (and before `until`, when given): a roll-up of every bucket
+    holding them (apache mode), or a refresh of the whole buckets among them up to `now`
+    (timescale mode; the newest, unfinished bucket is aggregated in real time)."""
     updates = []
+    if mode == "apache":
+        for query, width in ROLL_UPS.items():
+            end = FAR_FUTURE if until is None else bucket_end(until, width)
+            updates.append((query, {"since": since, "until": end}))
+        return updates
     for query, width in CANDLE_WIDTHS.items():
-        start, end = whole_buckets(since, now, width)
+        start, end = whole_buckets(since, now if until is None else min(now, until), width)
         if start < end:
             updates.append((query, {"start": start, "end": end}))
     return updates
@@ -101,9 +116,15 @@ class Maintenance:
         """Bring the candles up to date with ticks written from `since` on, in either mode."""
         await self._update_candles(since)
 
-    async def _update_candles(self, since: datetime) -> None:
+    async def refresh_span(self, since: datetime, until: datetime) -> None:
+        """Bring the candles up to date with ticks written from `since` to before `until`, in
+        either mode: every bucket holding them (apache mode), or the whole buckets among them
+        (timescale mode)."""
+        await self._update_candles(since, until)
+
+    async def _update_candles(self, since: datetime, until: datetime | None = None) -> None:
         async with self._pool.connection() as conn:
-            for query, params in candle_updates(self.mode, since, datetime.now(UTC)):
+            for query, params in candle_updates(self.mode, since, datetime.now(UTC), until):
                 await conn.execute(QUERIES[query], params)
 
     async def update_candles(self, since: datetime, at: datetime) -> None:

@@ -52,6 +52,14 @@ FROM unnest(
 ON CONFLICT DO NOTHING
 RETURNING market_id;
 
+-- name: stored_per_minute
+-- How many ticks of the markets %(ids)s are stored at each instant from %(first)s to %(last)s
+-- (both inclusive): (time, ticks), instants with none left out. Reads the time index.
+SELECT time, count(*) AS ticks
+FROM ticks
+WHERE time >= %(first)s AND time <= %(last)s AND market_id = ANY(%(ids)s::integer[])
+GROUP BY time;
+
 -- name: record_runs
 -- Records each exchange's outcome of one cycle; recording the same cycle again keeps the first.
 INSERT INTO collector_runs (time, exchange, ok, fetched, written, dropped, fetch_seconds, error)
@@ -80,20 +88,25 @@ CROSS JOIN LATERAL (
 
 -- name: roll_up_candles_5m
 -- Apache mode: recomputes from the raw ticks the 5-minute candles of every bucket from the one
--- holding %(since)s on (the same expressions as the continuous aggregate of timescale mode).
+-- holding %(since)s to the one ending at %(until)s (a bucket boundary; far in the future for
+-- all), with the same expressions as the continuous aggregate of timescale mode. Grouped by
+-- market first: the candles then come in the order of their primary key, which an hour of
+-- 10,000 pairs inserts in about four fifths of the time.
 INSERT INTO candles_5m AS c (bucket, market_id, open, high, low, close, count, mean, m2)
 SELECT time_bucket(INTERVAL '5 minutes', time), market_id, first(price, time), max(price),
        min(price), last(price, time), count(*), avg(price), var_pop(price) * count(*)
 FROM ticks
 WHERE time >= time_bucket(INTERVAL '5 minutes', %(since)s::timestamptz)
-GROUP BY 1, 2
+  AND time < %(until)s::timestamptz
+GROUP BY 2, 1
 ON CONFLICT (market_id, bucket) DO UPDATE
     SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
         count = excluded.count, mean = excluded.mean, m2 = excluded.m2;
 
 -- name: roll_up_candles_1h
--- Apache mode: recomputes the hourly candles from the hour holding %(since)s on by combining
--- their 5-minute candles exactly: M2 = sum(m2_i) + sum(n_i * (mean_i - mean)^2). The hour's
+-- Apache mode: recomputes the hourly candles from the hour holding %(since)s to the one ending
+-- at %(until)s (an hour boundary; far in the future for all) by combining their 5-minute
+-- candles exactly: M2 = sum(m2_i) + sum(n_i * (mean_i - mean)^2). The hour's
 -- mean comes from a window over the same sort the grouping uses: no join whose plan could
 -- turn into a nested loop on a fresh chunk's missing statistics (it did, for minutes).
 INSERT INTO candles_1h AS c (bucket, market_id, open, high, low, close, count, mean, m2)
@@ -105,6 +118,7 @@ FROM (
            sum(count * mean) OVER hours / sum(count) OVER hours AS hour_mean
     FROM candles_5m
     WHERE bucket >= time_bucket(INTERVAL '1 hour', %(since)s::timestamptz)
+      AND bucket < %(until)s::timestamptz
     WINDOW hours AS (PARTITION BY market_id, time_bucket(INTERVAL '1 hour', bucket))
 ) AS parts
 GROUP BY market_id, hour
