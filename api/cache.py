@@ -131,16 +131,6 @@ class ResponseCache:
             expires = time.monotonic() + fresh_for
             self._entries[key] = Entry(value, ENTRY_OVERHEAD_BYTES + size, token, expires)
 
-    def recall(self, key: Hashable, kind: type[T]) -> T | None:
-        """A value kept by `keep`: named by its content, it is right whatever changed since."""
-        entry = self._entries.get(key)
-        return entry.value if entry is not None and isinstance(entry.value, kind) else None
-
-    def keep(self, key: Hashable, value: object, size: int) -> None:
-        """Keep a value whose key names its content (a hash of what it was made from)."""
-        if ENTRY_OVERHEAD_BYTES + size <= self._max_bytes:
-            self._entries[key] = Entry(value, ENTRY_OVERHEAD_BYTES + size, (), math.inf)
-
     def changed(self, payload: str) -> None:
         """Drop what was read from the announcement's source (every value, when it is not a
         known one); `ticks <first µs>/<last µs>` is a write to ticks that names its span."""

@@ -20,7 +20,7 @@ from api.cache import ResponseCache, now_micros
 from api.docs import NOT_FOUND_EXAMPLE, PRICE_HISTORY_EXAMPLE, documented
 from api.errors import clip
 from api.models import Health, PriceHistory, Problem
-from api.price_body import US_PER_SECOND, encode_history, entity_tag, sample_stdv
+from api.price_body import US_PER_SECOND, gunzip
 from api.windows import DAY_US, Place, Window
 from api.windows import QUERIES as WINDOW_QUERIES
 from datatracker.instants import instant
@@ -121,24 +121,21 @@ async def price_history(
     lo, hi = window.span(now)
     if lo == hi:
         raise NotFoundException(f"no price of {symbol!r} on {exchange!r} in the last 24 hours")
-    times, prices = window.times[lo:hi], window.prices[lo:hi]
-    etag = entity_tag(window.exchange, window.symbol, times, prices, place.rank, place.ranked)
+    answer = cache.windows.answer(window, lo, hi, place)
+    gzipped = accepts_gzip(request.headers.get("accept-encoding"))
     headers = {
-        "ETag": etag,
-        "Last-Modified": http_date(times[-1]),
+        "ETag": gzip_tag(answer.etag) if gzipped else answer.etag,
+        "Last-Modified": http_date(answer.newest),
         "Cache-Control": f"max-age={fresh_seconds(window, lo, hi, now, state.settings)}",
+        "Vary": "Accept-Encoding",
     }
-    if names_tag(request.headers.get("if-none-match"), etag):
+    current = (answer.etag, gzip_tag(answer.etag))
+    if names_tag(request.headers.get("if-none-match"), current):
         return Response(b"", status_code=304, headers=headers)
-    key = ("prices", etag)  # the tag names the content: a kept body is never stale
-    body = cache.recall(key, bytes)
-    if body is None:
-        stdv = sample_stdv(prices)
-        body = encode_history(
-            window.exchange, window.symbol, times, prices, stdv, place.rank, place.ranked
-        )
-        cache.keep(key, body, len(body))
-    return Response(body, media_type=MediaType.JSON, headers=headers)
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+        return Response(answer.gzipped, media_type=MediaType.JSON, headers=headers)
+    return Response(gunzip(answer.gzipped), media_type=MediaType.JSON, headers=headers)
 
 
 async def hot_window(
@@ -195,12 +192,27 @@ def http_date(micros: int) -> str:
     return format_datetime(instant(micros).replace(microsecond=0), usegmt=True)
 
 
-def names_tag(if_none_match: str | None, etag: str) -> bool:
-    """Whether an If-None-Match header names `etag` (or `*`), by weak comparison."""
+def names_tag(if_none_match: str | None, current: tuple[str, ...]) -> bool:
+    """Whether an If-None-Match header names one of the `current` tags (or `*`), by weak
+    comparison."""
     if not if_none_match:
         return False
     tags = (tag.strip() for tag in if_none_match.split(","))
-    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
+    return any(tag == "*" or tag.removeprefix("W/") in current for tag in tags)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (listed, and not with q=0)."""
+    for coding in (accept_encoding or "").split(","):
+        name, _, params = coding.partition(";")
+        if name.strip().lower() in ("gzip", "x-gzip"):
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def gzip_tag(etag: str) -> str:
+    """The ETag of the gzip-coded answer: a representation of its own (RFC 9110, 8.8.3)."""
+    return etag[:-1] + '-gzip"'
 
 
 @get(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from psycopg import AsyncConnection
 
+from api.price_body import encode_history, entity_tag, gzip, sample_stdv
 from datatracker.instants import instant
 from datatracker.queries import load_queries
 
@@ -49,11 +50,31 @@ LISTENER_TURNS = 8
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A pair's place in the stored ranking: `rank` (None if not ranked) of `ranked`."""
+
+    rank: int | None
+    ranked: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A window's answer for one span of it and one place: its ETag, the time of its newest
+    price, and its body gzip-compressed (about a tenth of its size)."""
+
+    key: tuple[int, int, int, Place]  # the window's version, lo, hi, and the place
+    etag: str
+    newest: int
+    gzipped: bytes
+
+
 class Window:
     """A pair's ticks from 24 hours before the last change on (and any stamped ahead of
-    now), oldest first; `version` changes with every change to them."""
+    now), oldest first; `version` changes with every change to them. Windows whose pairs were
+    written at the same instants share one `times` array: it is never changed in place."""
 
-    __slots__ = ("exchange", "market_id", "prices", "symbol", "times", "version")
+    __slots__ = ("answer", "exchange", "market_id", "prices", "symbol", "times", "version")
 
     def __init__(
         self, market_id: int, exchange: str, symbol: str, times: array[int], prices: array[float]
@@ -61,35 +82,57 @@ class Window:
         self.market_id, self.exchange, self.symbol = market_id, exchange, symbol
         self.times, self.prices = times, prices
         self.version = 0
+        self.answer: Answer | None = None
 
     @property
-    def nbytes(self) -> int:
-        return sys.getsizeof(self.times) + sys.getsizeof(self.prices) + WINDOW_OVERHEAD_BYTES
+    def own_bytes(self) -> int:
+        """What this window alone takes: its prices, its kept answer, its objects."""
+        kept = len(self.answer.gzipped) if self.answer else 0
+        return sys.getsizeof(self.prices) + kept + WINDOW_OVERHEAD_BYTES
 
     def span(self, now_us: int) -> tuple[int, int]:
         """The [lo, hi) positions of the ticks in the 24 hours up to `now_us`, as SQL's
         `time >= now() - interval '24 hours' AND time <= now()`."""
         return bisect_left(self.times, now_us - DAY_US), bisect_right(self.times, now_us)
 
+    def answer_for(self, lo: int, hi: int, place: Place) -> Answer:
+        """The answer for ticks [lo, hi) and `place`, built once for each of them."""
+        key = (self.version, lo, hi, place)
+        if self.answer is not None and self.answer.key == key:
+            return self.answer
+        times, prices = self.times[lo:hi], self.prices[lo:hi]
+        etag = entity_tag(self.exchange, self.symbol, times, prices, place.rank, place.ranked)
+        body = encode_history(
+            self.exchange, self.symbol, times, prices, sample_stdv(prices), place.rank, place.ranked
+        )
+        self.answer = Answer(key, etag, times[-1], gzip(body))
+        return self.answer
+
     def replace(
-        self, start: int, end: int, times: array[int], prices: array[float], horizon: int
+        self,
+        start: int,
+        end: int,
+        times: list[int],
+        prices: list[float],
+        horizon: int,
+        timelines: dict[tuple[object, ...], tuple[array[int], array[int]]],
     ) -> None:
         """Make the ticks in [start, end] these (as stored now), and forget those before
-        `horizon`."""
+        `horizon` (at most `start`). Windows changed alike get one new `times` array, made
+        once through `timelines` (kept for the whole round, so that no id is reused)."""
+        cut = bisect_left(self.times, horizon)
         lo, hi = bisect_left(self.times, start), bisect_right(self.times, end)
-        self.times[lo:hi], self.prices[lo:hi] = times, prices
-        old = bisect_left(self.times, horizon)
-        if old:
-            del self.times[:old], self.prices[:old]
+        key = (id(self.times), cut, lo, hi, *times)
+        if key not in timelines:
+            changed = self.times[cut:lo]
+            changed.extend(times)
+            changed.extend(self.times[hi:])
+            timelines[key] = (self.times, changed)
+        self.times = timelines[key][1]
+        self.prices[lo:hi] = array("d", prices)
+        del self.prices[:cut]
         self.version += 1
-
-
-@dataclass(frozen=True, slots=True)
-class Place:
-    """A pair's place in the stored ranking: `rank` (None if not ranked) of `ranked`."""
-
-    rank: int | None
-    ranked: int
+        self.answer = None
 
 
 class PriceWindows:
@@ -101,6 +144,7 @@ class PriceWindows:
         self.serving = False
         self.version = 0  # changes with every announced change, applied or not yet
         self._windows: dict[int, Window] = {}
+        self._timelines: dict[bytes, array[int]] = {}  # the kept arrays of times, by content
         self._bytes = 0
         self._markets: dict[tuple[str, str], int] = {}
         self._ranks: dict[int, int] = {}
@@ -150,14 +194,29 @@ class PriceWindows:
         return Place(self._ranks.get(market_id), self._ranked)
 
     def admit(self, window: Window, version: int) -> None:
-        """Keep a window read at `version` of the changes, if none came since and it fits."""
+        """Keep a window read at `version` of the changes, if none came since and it fits;
+        its `times` become those of a kept window written at the same instants, if any."""
         if not self.serving or version != self.version or window.market_id in self._windows:
             return
         self._markets[window.exchange, window.symbol] = window.market_id
-        size = window.nbytes
+        shared = self._timelines.get(window.times.tobytes())
+        size = window.own_bytes + (0 if shared else sys.getsizeof(window.times))
         if self._bytes + size <= self.max_bytes:
+            if shared:
+                window.times = shared
+            else:
+                self._timelines[window.times.tobytes()] = window.times
             self._windows[window.market_id] = window
             self._bytes += size
+
+    def answer(self, window: Window, lo: int, hi: int, place: Place) -> Answer:
+        """The window's answer for [lo, hi) and `place`, kept with it (and counted)."""
+        before = window.own_bytes
+        answer = window.answer_for(lo, hi, place)
+        if window.market_id in self._windows:
+            self._bytes += window.own_bytes - before
+            self._fit()
+        return answer
 
     # The listener's side (api/cache.py): announce on receipt, then apply.
 
@@ -212,6 +271,7 @@ class PriceWindows:
 
     def _drop_windows(self) -> None:
         self._windows.clear()
+        self._timelines.clear()
         self._bytes = 0
 
     async def _read_span(self, conn: AsyncConnection, start: int, end: int, now_us: int) -> None:
@@ -228,18 +288,33 @@ class PriceWindows:
         rows = await cursor.fetchall()
         changed = {market_id: (times, prices) for market_id, times, prices in rows}
         empty: tuple[list[int], list[float]] = ([], [])
+        timelines: dict[tuple[object, ...], tuple[array[int], array[int]]] = {}
         for market_id, window in self._windows.items():
             times, prices = changed.get(market_id, empty)
-            before = window.nbytes
-            window.replace(start, end, array("q", times), array("d", prices), horizon)
-            self._bytes += window.nbytes - before
+            window.replace(start, end, times, prices, horizon, timelines)
+        self._recount()
         self._fit()
 
+    def _recount(self) -> None:
+        """Count what the windows take, each shared `times` array once, and keep those
+        arrays for `admit` to share."""
+        self._timelines = {}
+        shared: dict[int, array[int]] = {}
+        total = 0
+        for window in self._windows.values():
+            total += window.own_bytes
+            shared[id(window.times)] = window.times
+        for times in shared.values():
+            total += sys.getsizeof(times)
+            self._timelines[times.tobytes()] = times
+        self._bytes = total
+
     def _fit(self) -> None:
-        """Drop windows (the oldest kept first) until what is kept fits again."""
+        """Drop windows (the oldest kept first) until what is kept fits again; an array of
+        times they shared is counted until the next recount."""
         while self._bytes > self.max_bytes and self._windows:
             window = self._windows.pop(next(iter(self._windows)))
-            self._bytes -= window.nbytes
+            self._bytes -= window.own_bytes
 
     async def _read_markets(self, conn: AsyncConnection) -> None:
         cursor = await conn.execute(QUERIES["markets"], binary=True)
