@@ -27,33 +27,9 @@ WHERE exchange = %(exchange)s AND symbol = %(symbol)s
   AND updated_at > now() - interval '24 hours'
 ORDER BY updated_at;
 
--- name: generate_markets
--- Registers %(pairs)s synthetic markets spread over %(exchanges)s exchanges (ex00, ex01, …),
--- each with symbol tok<n>usd; re-running adds nothing.
-INSERT INTO markets (exchange, symbol, base, quote, first_seen, last_seen)
-SELECT 'ex' || lpad((i %% %(exchanges)s)::text, 2, '0'),
-       'tok' || (i / %(exchanges)s) || 'usd',
-       'TOK' || (i / %(exchanges)s), 'USD', %(first_seen)s, %(last_seen)s
-FROM generate_series(0, %(pairs)s - 1) AS i
-ON CONFLICT (exchange, symbol) DO NOTHING;
-
 -- name: seed_random
--- Seeds random() for this session, so a generated range is the same on every run.
+-- Seeds random() for this session, so that a pick of random markets is the same on every run.
 SELECT setseed(%(seed)s);
-
--- name: generate_ticks
--- Writes one tick per market per minute in [%(start)s, %(stop)s), time-major as the collector
--- writes them; each market's price wobbles around a level fixed by its id (0.01 to 10,000).
-INSERT INTO ticks (time, market_id, price)
-SELECT time, id, level * (1 + 0.02 * (random() - 0.5))
-FROM (
-    SELECT minute.time, m.id, power(10, (m.id * 7919 %% 600) / 100.0 - 2) AS level
-    FROM generate_series(
-        %(start)s::timestamptz, %(stop)s::timestamptz - interval '1 minute', interval '1 minute'
-    ) AS minute (time)
-    CROSS JOIN markets AS m
-    ORDER BY minute.time, m.id
-) AS generated;
 
 -- name: copy_to_original_prices
 -- Copies the ticks in [%(start)s, %(stop)s) into the original table, in time order.
