@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bench import footprint, generate, hot_read, profile_summary, read_path, soak, write_path
+from bench import (
+    backfill,
+    footprint,
+    generate,
+    hot_read,
+    profile_summary,
+    read_path,
+    soak,
+    write_path,
+)
 
 
 def finite(value: object) -> bool:
@@ -28,6 +37,19 @@ def test_write_path_reports_rates_and_ratios(database_url: str) -> None:
     for way in ("orm", "raw"):
         assert finite(sizes[0][f"original_{way}_ticks_per_second"]["median"])
         assert finite(sizes[0][f"original_{way}_ratio"])
+
+
+def test_backfill_reports_the_process_against_raw_copies(database_url: str) -> None:
+    """The backfill benchmark times `collector backfill` as a process and raw COPYs of the
+    rows it wrote, with their ratios."""
+    result = backfill.main(
+        ["--database-url", database_url, "--pairs", "10", "--hours", "0.5",
+         "--exchanges", "kraken", "binance"]
+    )  # fmt: skip
+    assert 10 * 30 == result["ticks"]
+    for way in ("backfill", "copy_as_written", "copy_minute_by_minute"):
+        assert finite(result[f"{way}_ticks_per_second"]["median"])
+    assert finite(result["backfill_over_copy_as_written"])
 
 
 @pytest.mark.slow
