@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from collector.backfill import backfill
 from collector.cycle import cycle_instant, run_cycle
+from collector.errors import log_failure
 from collector.service import resume_walk, serve, start_maintenance
 from collector.sources import build_source
 from collector.sources.live import UnknownExchangeError
@@ -83,8 +84,8 @@ def run(argv: list[str]) -> int:
     except UnknownExchangeError as error:
         log.error("configuration error: %s", error)
         return 2
-    except Exception:
-        log.exception("collector stopped")
+    except Exception as error:
+        log_failure(log, "collector stopped", error)
         return 1
 
 

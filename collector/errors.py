@@ -1,5 +1,6 @@
 """How the collector tells failures apart, and names them in one line."""
 
+import logging
 import re
 import socket
 import ssl
@@ -39,6 +40,15 @@ def describe(error: BaseException) -> str:
         message = lines[0] if lines else ""
     message = redact_dsn(_URL_QUERY.sub(r"\1", message))[:200]
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def log_failure(log: logging.Logger, what: str, error: BaseException) -> None:
+    """Log that `what` failed: one line when the network failed under it (a traceback would
+    say no more), else with the traceback."""
+    if network_failure(error) is not None:
+        log.warning("%s: %s", what, describe(error))
+    else:
+        log.error("%s", what, exc_info=error)
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:

@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from collector.backfill import BackfillReport
 from collector.backlog import Backlog
 from collector.cycle import cycle_instant, fetch_cycle
-from collector.errors import UNREACHABLE, describe
+from collector.errors import UNREACHABLE, describe, log_failure
 from collector.gaps import fill_exchange_gap, fill_gap
 from collector.maintenance import Maintenance
 from collector.report import CycleReport
@@ -149,8 +149,8 @@ class Collector:
         except UNREACHABLE as error:
             log.warning("%s: gap not filled, database unreachable (%s)", exchange, describe(error))
             return
-        except Exception:
-            log.exception("%s: gap not filled", exchange)
+        except Exception as error:
+            log_failure(log, f"{exchange}: gap not filled", error)
             return
         await self._after_fill(report, back)
 
@@ -205,8 +205,8 @@ class Collector:
         except UNREACHABLE as error:
             log.warning("gap not filled: database unreachable (%s)", describe(error))
             return
-        except Exception:
-            log.exception("gap not filled")
+        except Exception as error:
+            log_failure(log, "gap not filled", error)
             return
         if report is not None:
             await self._after_fill(report, self._started_at)

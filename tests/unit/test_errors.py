@@ -1,13 +1,14 @@
 """Naming a collector failure in one line: the network cause under ccxt's error, no secrets."""
 
 import asyncio
+import logging
 import socket
 import ssl
 
 import ccxt
 import pytest
 
-from collector.errors import describe
+from collector.errors import describe, log_failure
 
 
 def raised(error: BaseException, *causes: BaseException) -> BaseException:
@@ -116,3 +117,23 @@ def test_urls_lose_their_query_and_password() -> None:
     )
     expected = "okx GET http://user:***@proxy.example/okx/api/v5/market/tickers 503"
     assert f"ExchangeNotAvailable: {expected}" == describe(error)
+
+
+def test_a_network_failure_is_logged_in_one_line_anything_else_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No traceback for a host that does not resolve: the line says all there is."""
+    offline = raised(
+        ccxt.ExchangeNotAvailable("kraken GET https://api.kraken.com/0/public/OHLC"),
+        socket.gaierror(-2, "Name or service not known"),
+    )
+    log = logging.getLogger("test.errors")
+    with caplog.at_level(logging.WARNING, logger="test.errors"):
+        log_failure(log, "gap not filled", offline)
+        log_failure(log, "gap not filled", ValueError("a bug"))
+
+    network, bug = caplog.records
+    assert (logging.WARNING, None) == (network.levelno, network.exc_info)
+    assert "cannot resolve host api.kraken.com" in network.getMessage()
+    assert logging.ERROR == bug.levelno
+    assert bug.exc_info is not None
