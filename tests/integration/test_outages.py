@@ -93,7 +93,8 @@ async def test_a_database_stop_keeps_every_cycle_instant_once(
     assert {2 * PAIRS} == set(cycles.values())
     assert {2} == await runs_per_cycle(database_url)
     assert len(during) >= OUTAGE_SECONDS // INTERVAL.seconds - 1
-    assert 1 == stderr.count("database unreachable"), stderr
+    # The writer says so once each way (upkeep caught by the cut may add its own warning).
+    assert 1 == stderr.count("keeping cycles in the spool"), stderr
     assert 1 == stderr.count("database reachable again"), stderr
     assert "maximum number of running instances" not in stderr
     assert "Traceback" not in stderr
