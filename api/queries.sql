@@ -8,28 +8,6 @@ WHERE exchange = %(exchange)s AND symbol = %(symbol)s;
 -- Whether any market of the exchange is stored: (known).
 SELECT EXISTS (SELECT FROM markets WHERE exchange = %(exchange)s) AS known;
 
--- name: price_history_24h
--- A market as a user names it and its prices of the last 24 hours:
--- (market_id, exchange, symbol, times, prices, stdv, fresh_seconds); no row for an unknown
--- market. times and prices are arrays, oldest first (NULL when the window is empty); stdv is
--- stddev_samp over exactly these prices (NULL for fewer than two). fresh_seconds says how
--- long this answer stays right if nothing is written: until its oldest price leaves the
--- window or a price stamped in the future enters it. The ticks are read from the primary
--- key alone, which carries the price.
-SELECT m.id, m.exchange, m.symbol, h.times, h.prices, h.stdv,
-       extract(epoch FROM least(
-           h.oldest + interval '24 hours',
-           (SELECT min(time) FROM ticks WHERE market_id = m.id AND time > now())
-       ) - now())::float8 AS fresh_seconds
-FROM markets AS m
-CROSS JOIN LATERAL (
-    SELECT array_agg(time ORDER BY time) AS times, array_agg(price ORDER BY time) AS prices,
-           stddev_samp(price) AS stdv, min(time) AS oldest
-    FROM ticks
-    WHERE market_id = m.id AND time >= now() - interval '24 hours' AND time <= now()
-) AS h
-WHERE m.exchange = %(exchange)s AND m.symbol = %(symbol)s;
-
 -- name: market_rank
 -- A market's place in the stored ranking by cv: (rank, ranked), rank NULL when it is not
 -- ranked (fewer than two ticks in the window, or new since the last refresh), ranked the

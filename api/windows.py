@@ -199,13 +199,14 @@ class PriceWindows:
         if not self.serving or version != self.version or window.market_id in self._windows:
             return
         self._markets[window.exchange, window.symbol] = window.market_id
-        shared = self._timelines.get(window.times.tobytes())
+        content = window.times.tobytes()
+        shared = self._timelines.get(content)
         size = window.own_bytes + (0 if shared else sys.getsizeof(window.times))
         if self._bytes + size <= self.max_bytes:
             if shared:
                 window.times = shared
             else:
-                self._timelines[window.times.tobytes()] = window.times
+                self._timelines[content] = window.times
             self._windows[window.market_id] = window
             self._bytes += size
 
