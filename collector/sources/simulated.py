@@ -55,6 +55,10 @@ STEP = GRID_STEP
 # Pull towards the starting level: about a week for a deviation to halve.
 REVERSION_PER_MINUTE = math.log(2) / (7 * 24 * 60)
 EXCHANGE_NOISE = 0.0002
+# Exchanges quote a pair in steps of a fixed size (its tick size), which at the pair's usual
+# price leaves a handful of significant digits: BTC/USD in tenths of a dollar, SHIB/USDT in
+# steps of 1e-10. The walk's prices are rounded the same way, to this many at the start level.
+SIGNIFICANT_DIGITS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,11 @@ class Pair:
     @property
     def symbol(self) -> str:
         return normalise_symbol(self.base, self.quote)
+
+
+def quote_decimals(price: float) -> int:
+    """The decimals of a pair quoted around `price`: SIGNIFICANT_DIGITS at that price."""
+    return SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(price))
 
 
 def catalogue(count: int) -> list[Pair]:
@@ -106,6 +115,7 @@ class SimulatedSource:
         }
         self._home = [math.log(pair.price) for pair in self.pairs]
         self._volatility = [pair.volatility for pair in self.pairs]
+        self._decimals = [quote_decimals(pair.price) for pair in self.pairs]
         self._level = list(self._home)
         self._noise = {exchange: [0.0] * len(self.pairs) for exchange in self.exchanges}
         self._at: datetime | None = None
@@ -142,15 +152,19 @@ class SimulatedSource:
         """The current price of one pair on one exchange."""
         index = self._index[symbol]
         premium, noise = self._premium[exchange][index], self._noise[exchange][index]
-        return math.exp(self._level[index] + premium + noise)
+        return round(math.exp(self._level[index] + premium + noise), self._decimals[index])
 
     def prices(self, exchange: str) -> list[float]:
         """Every pair's current price on one exchange, in catalogue order."""
         exp = math.exp
         return [
-            exp(level + premium + noise)
-            for level, premium, noise in zip(
-                self._level, self._premium[exchange], self._noise[exchange], strict=True
+            round(exp(level + premium + noise), decimals)
+            for level, premium, noise, decimals in zip(
+                self._level,
+                self._premium[exchange],
+                self._noise[exchange],
+                self._decimals,
+                strict=True,
             )
         ]
 

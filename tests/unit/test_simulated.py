@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from collector.sources.simulated import SimulatedSource, catalogue
+from collector.sources.simulated import SimulatedSource, catalogue, quote_decimals
 
 AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 
@@ -28,6 +28,21 @@ async def test_prices_move_but_stay_near_their_level() -> None:
     assert before.keys() == after.keys()
     assert all(before[pair] != after[pair] for pair in before)
     assert all(0.95 < after[pair] / before[pair] < 1.05 for pair in before)
+
+
+async def test_prices_come_in_steps_of_the_pairs_tick_size() -> None:
+    """As on an exchange, each pair's prices are whole steps of a fixed size: six
+    significant digits at its usual price (BTC/USD in tenths, SHIB/USDT in 1e-10)."""
+    source = SimulatedSource(["kraken"], pairs_per_exchange=150, seed=2)
+    for minute in range(3):
+        prices = await prices_at(source, "kraken", AT + timedelta(minutes=minute))
+        for pair in source.pairs:
+            price = prices[f"{pair.base}/{pair.quote}"]
+            decimals = quote_decimals(pair.price)
+            assert price == round(price, decimals)
+            assert len(f"{price:.{max(decimals, 0)}f}".replace(".", "").lstrip("0")) <= 7
+    assert quote_decimals(97_000.0) == 1
+    assert quote_decimals(0.000022) == 10
 
 
 async def test_exchanges_quote_one_pair_alike() -> None:
