@@ -2,7 +2,7 @@
 # The no-Docker quick start, set up as the deployment is: a local TimescaleDB cluster, then as
 # its superuser db/init.sql, db/create-users.sh and `python -m datatracker migrate`, a day of
 # simulated history, then the collector (as the role `collector`) and the API (as the role
-# `api`) until Ctrl-C, which ends it with status 0.
+# `api`) until Ctrl-C, which ends it with status 0; closing the terminal (SIGHUP) stops them too.
 #
 # The roles' passwords are their names (collector/collector, api/api, grafana/grafana): for
 # this local development cluster only, which listens on 127.0.0.1 alone.
@@ -54,19 +54,19 @@ collector=$!
 DATABASE_URL=$(as_role api) "$python" -m api &
 api=$!
 stop() {
-  trap - INT TERM
+  trap - INT TERM HUP
   kill -TERM "$collector" "$api" 2>/dev/null || true
   wait "$collector" "$api" 2>/dev/null || true
   say "stopped"
   exit 0
 }
-trap stop INT TERM
+trap stop INT TERM HUP
 say "API on http://127.0.0.1:$API_PORT, e.g. curl http://127.0.0.1:$API_PORT/prices/kraken/btcusd (Ctrl-C stops)"
 say "from another shell: export DATABASE_URL=\$(scripts/local-db.sh url)   # the superuser"
 # Until Ctrl-C, or until one of them ends by itself: then stop the other and say so.
 status=0
 wait -n "$collector" "$api" || status=$?
-trap - INT TERM
+trap - INT TERM HUP
 say "a service ended (status $status): stopping the other"
 kill -TERM "$collector" "$api" 2>/dev/null || true
 wait 2>/dev/null || true

@@ -156,16 +156,12 @@ def until_api_answers(make: subprocess.Popen[bytes], terminal: Terminal, port: i
     raise AssertionError(f"the API did not answer within 120 s:\n{terminal.output}")
 
 
-@pytest.mark.slow
-def test_ctrl_c_at_the_terminal_ends_make_local_with_status_0(
-    local_cluster: tuple[str, str], tmp_path: Path
-) -> None:
-    """Ctrl-C at the terminal of `make local`, once the API serves, stops the collector and the
-    API (their port closed, no process of the session left) and make ends with status 0,
-    printing `run-local: stopped` and no error of its own."""
+def make_environment(
+    local_cluster: tuple[str, str], api_port: int, tmp_path: Path
+) -> dict[str, str]:
+    """A shell's environment at most (nothing of the tester's settings), a short backfill."""
     edition, db_port = local_cluster
-    api_port = free_port()
-    env = {
+    return {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", str(tmp_path)),
         "TERM": "xterm",
@@ -176,6 +172,17 @@ def test_ctrl_c_at_the_terminal_ends_make_local_with_status_0(
         "API_PORT": str(api_port),
         "SPOOL_DIR": str(tmp_path / "spool"),
     }
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_the_terminal_ends_make_local_with_status_0(
+    local_cluster: tuple[str, str], tmp_path: Path
+) -> None:
+    """Ctrl-C at the terminal of `make local`, once the API serves, stops the collector and the
+    API (their port closed, no process of the session left) and make ends with status 0,
+    printing `run-local: stopped` and no error of its own."""
+    api_port = free_port()
+    env = make_environment(local_cluster, api_port, tmp_path)
     terminal = Terminal()
     try:
         with make_local(terminal, env) as make:
@@ -199,3 +206,30 @@ def test_ctrl_c_at_the_terminal_ends_make_local_with_status_0(
     assert "make: ***" not in output, output
     assert not api_listens, f"the API still listens on {api_port}:\n{output}"
     assert {} == left, output
+
+
+@pytest.mark.slow
+def test_closing_the_terminal_stops_every_service_of_make_local(
+    local_cluster: tuple[str, str], tmp_path: Path
+) -> None:
+    """A terminal closed under `make local` (the kernel's hangup: SIGHUP to make, the session's
+    leader, and to the terminal's foreground group) leaves no collector or API running."""
+    api_port = free_port()
+    env = make_environment(local_cluster, api_port, tmp_path)
+    terminal = Terminal()
+    try:
+        with make_local(terminal, env) as make:
+            until_api_answers(make, terminal, api_port)
+            foreground = os.tcgetpgrp(terminal.master)
+            os.kill(make.pid, signal.SIGHUP)
+            os.killpg(foreground, signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while session_processes(make.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            left = session_processes(make.pid)
+            api_listens = accepts_connections(api_port)
+    finally:
+        terminal.close()
+
+    assert {} == left, terminal.output
+    assert not api_listens, f"the API still listens on {api_port}:\n{terminal.output}"
