@@ -26,6 +26,7 @@ from datatracker.instants import instant
 US_PER_SECOND = 1_000_000
 # zlib's window bits for the gzip format.
 GZIP_WBITS = 31
+GZIP_LEVEL = 2
 # Texts of instants kept at most: a day of 10-second cycles, twice over.
 MAX_INSTANTS = 20_000
 
@@ -80,9 +81,10 @@ def encode_history(
 
 
 def gzip(body: bytes) -> bytes:
-    """The body gzip-compressed, fast (level 1: a day of minute prices shrinks ~10x in
-    ~0.17 ms, and decompresses in ~0.06 ms)."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, GZIP_WBITS)
+    """The body gzip-compressed by zlib-ng at level 2: a day of minute prices quoted to six
+    significant digits, 133 kB, shrinks to ~10 kB in ~0.08 ms (zlib's level 1: 11 kB in
+    0.16 ms); it decompresses in ~0.06 ms."""
+    compressor = zlib_ng.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
     return compressor.compress(body) + compressor.flush()
 
 
