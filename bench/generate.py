@@ -26,6 +26,7 @@ from bench.databases import QUERIES
 from collector.backfill import grid_width, write_grids
 from collector.maintenance import Maintenance
 from collector.sources import GRID_STEP, Market, TickGrid
+from collector.sources.simulated import quote_decimals
 from datatracker.settings import load_settings
 from datatracker.storage import detect_storage_mode
 
@@ -36,9 +37,10 @@ STATEMENT_SPAN = timedelta(hours=1)
 
 class SyntheticSource:
     """`pairs` markets spread over EXCHANGES exchanges (ex00, ex01, …), each named tok<n>usd,
-    whose price wobbles by up to 1 % around a level fixed by its place (0.01 to 10,000): a
-    source of grids for the collector's backfill. Each minute's prices are seeded by the
-    seed and the minute, so a minute has the same prices in every run."""
+    whose price wobbles by up to 1 % around a level fixed by its place (0.01 to 10,000), in
+    steps of its tick size as exchanges quote (six significant digits): a source of grids for
+    the collector's backfill. Each minute's prices are seeded by the seed and the minute, so a
+    minute has the same prices in every run."""
 
     def __init__(self, pairs: int, seed: int) -> None:
         self._markets = [
@@ -48,6 +50,7 @@ class SyntheticSource:
             for i in range(pairs)
         ]
         self._levels = [10 ** ((i + 1) * 7919 % 600 / 100 - 2) for i in range(pairs)]
+        self._decimals = [quote_decimals(level) for level in self._levels]
         self._seed = seed
 
     def markets(self, exchanges: Iterable[str] | None = None) -> list[Market]:
@@ -69,7 +72,12 @@ class SyntheticSource:
             window = at.timestamp() // width.total_seconds()
             times.append(at)
             wobble = random.Random(f"{self._seed}:{at.timestamp():.0f}").random
-            prices.extend([level * (1 + 0.02 * (wobble() - 0.5)) for level in self._levels])
+            prices.extend(
+                [
+                    round(level * (1 + 0.02 * (wobble() - 0.5)), decimals)
+                    for level, decimals in zip(self._levels, self._decimals, strict=True)
+                ]
+            )
             await asyncio.sleep(0)  # a minute at a time, so that the write under way goes on
         if times:
             yield TickGrid(times, self._markets, prices)

@@ -20,6 +20,10 @@ by the stored ranking's refresh (`refresh_rankings()`). Then, in one run:
    uvicorn options, a constant body: one of the API's own answers) loaded just after it;
 6. the API with API_WORKERS=`--workers`, warmed and loaded for `--short-seconds`.
 
+With `--accept-gzip` every client sends `Accept-Encoding: gzip`, as browsers and most HTTP
+libraries do, and gets the kept compressed answer as it is; without it (as curl) the API
+inflates it for each request, and the minimal app sends the plain body.
+
 `--api-env KEY=VALUE` sets more of the API's environment (e.g. API_WINDOWS_MB=32) for
 every API started. Generate the data first: `python -m bench.generate --pairs 10000 --days 1`.
 """
@@ -48,10 +52,12 @@ import psycopg
 from bench import databases, machine, servers, stats
 from bench.http_load import LOOPBACK, Tally, read_response, run_load
 from bench.read_path import sample_markets
+from collector.sources.simulated import quote_decimals
 from collector.ticks import Tick
 from collector.writer import QUERIES as COLLECTOR_QUERIES
 from collector.writer import TickWriter
 
+ACCEPT_GZIP = "Accept-Encoding: gzip"
 # Every stored pair with its newest price (where the cycles' random walk starts).
 MARKETS_WITH_PRICES = """
 SELECT m.exchange, m.symbol, m.base, m.quote, coalesce(latest.price, 1.0)
@@ -88,6 +94,7 @@ async def write_cycles(url: str, every: float, stop: threading.Event, cycles: Cy
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cursor = await conn.execute(MARKETS_WITH_PRICES)
         markets = [list(row) for row in await cursor.fetchall()]
+        decimals = [quote_decimals(float(market[4])) for market in markets]
         writer = TickWriter()
         while not stop.is_set():
             now = time.time()
@@ -96,8 +103,8 @@ async def write_cycles(url: str, every: float, stop: threading.Event, cycles: Cy
                 return
             at = datetime.fromtimestamp(instant, UTC)
             ticks = []
-            for market in markets:
-                market[4] = float(market[4]) * math.exp(rng.gauss(0.0, 0.001))
+            for market, places in zip(markets, decimals, strict=True):
+                market[4] = round(float(market[4]) * math.exp(rng.gauss(0.0, 0.001)), places)
                 ticks.append(Tick(at, market[0], market[1], market[2], market[3], market[4]))
             started = time.monotonic()
             async with writer.transaction(conn):
@@ -129,9 +136,11 @@ def cycling(url: str, every: float) -> Iterator[Cycles]:
             thread.join(timeout=120)
 
 
-def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
-    """One GET on loopback: status, headers (lower-case names) and body."""
-    request = urllib.request.Request(f"http://{LOOPBACK}:{port}{path}")
+def get(port: int, path: str, gzip: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One GET on loopback: status, headers (lower-case names) and body (as sent: still
+    compressed if `gzip` asked for it)."""
+    accept = {"Accept-Encoding": "gzip"} if gzip else {}
+    request = urllib.request.Request(f"http://{LOOPBACK}:{port}{path}", headers=accept)
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback)
             headers = {name.lower(): value for name, value in answer.headers.items()}
@@ -258,6 +267,7 @@ def load(
             seed=args.seed,
             grace=args.grace,
             headers=headers,
+            common=ACCEPT_GZIP if args.accept_gzip else "",
             tally=tally,
         )
     )
@@ -302,7 +312,7 @@ def one_worker(
         result["health_after_warm"] = health(port)
         result["rss_after_warm_bytes"] = servers.resident_bytes(pid)
         print("warm", result["warm"]["seconds"], result["health_after_warm"], flush=True)
-        status, _, body = get(port, paths[0])
+        status, _, body = get(port, paths[0], gzip=args.accept_gzip)
         (scratch / "body.json").write_bytes(body)
         result["body_bytes"], result["body_status"] = len(body), status
 
@@ -339,7 +349,7 @@ def one_worker(
         time.sleep(1.0)
         etags = {}
         for path in paths[: args.etag_pairs]:
-            _, headers, _ = get(port, path)
+            _, headers, _ = get(port, path, gzip=args.accept_gzip)
             if "etag" in headers:
                 etags[path] = f"If-None-Match: {headers['etag']}"
         result["not_modified"] = load(port, list(etags), args, args.short_seconds, headers=etags)
@@ -355,6 +365,7 @@ def minimal(paths: list[str], args: argparse.Namespace, scratch: Path) -> dict[s
     port = servers.free_port()
     body = str(scratch / "body.json")
     command = ["-m", "bench.minimal_app", "--port", str(port), "--body-file", body]
+    command += ["--gzip"] if args.accept_gzip else []
     with servers.serving(command, port, {}) as pid:
         result = load(port, paths, args, args.short_seconds)
         result["rss_bytes"] = servers.resident_bytes(pid)
@@ -397,6 +408,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="more of the API's environment, e.g. API_WINDOWS_MB=32 (repeatable)",
+    )
+    parser.add_argument(
+        "--accept-gzip",
+        action="store_true",
+        help="clients send Accept-Encoding: gzip (as browsers and most HTTP libraries do); the "
+        "minimal app then answers the API's gzip body",
     )
     parser.add_argument("--skip-compare", action="store_true", help="steps 1-2 only")
     parser.add_argument("--profile-api", type=Path, help="py-spy collapsed stacks, main run")

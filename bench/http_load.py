@@ -51,16 +51,21 @@ async def client(
     budget: int,
     tally: Tally,
     headers: Mapping[str, str] | None = None,
+    common: str = "",
 ) -> None:
     """One keep-alive connection sending requests for random paths until told to stop;
-    `headers` maps a path to more header lines sent with it (e.g. `If-None-Match: "…"`)."""
+    `headers` maps a path to more header lines sent with it (e.g. `If-None-Match: "…"`),
+    `common` is header lines sent with every request (e.g. `Accept-Encoding: gzip`)."""
     reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    everywhere = f"{common}\r\n" if common else ""
     extra = {path: f"{lines}\r\n" for path, lines in (headers or {}).items()}
     try:
         while time.monotonic() < deadline and tally.sent < budget:
             tally.sent += 1
             path = rng.choice(paths)
-            request = f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{extra.get(path, '')}\r\n"
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{everywhere}{extra.get(path, '')}\r\n"
+            )
             sent_at = time.monotonic()
             started = time.perf_counter()
             writer.write(request.encode())
@@ -82,13 +87,14 @@ async def run_load(
     seed: int = 1,
     grace: float = 60.0,
     headers: Mapping[str, str] | None = None,
+    common: str = "",
     tally: Tally | None = None,
 ) -> dict[str, object]:
     """Load the server with `clients` concurrent clients; return rate, p50, p99 and statuses.
 
     Requests still in flight `grace` seconds after the duration are abandoned and counted
-    as errors. `headers`: more header lines per path; `tally`: where to record (to read each
-    request's latency and time afterwards).
+    as errors. `headers`: more header lines per path; `common`: header lines for every
+    request; `tally`: where to record (to read each request's latency and time afterwards).
     """
     tally = Tally() if tally is None else tally
     deadline = time.monotonic() + seconds
@@ -96,7 +102,14 @@ async def run_load(
     tasks = [
         asyncio.create_task(
             client(
-                port, paths, random.Random(seed * 1000 + i), deadline, max_requests, tally, headers
+                port,
+                paths,
+                random.Random(seed * 1000 + i),
+                deadline,
+                max_requests,
+                tally,
+                headers,
+                common,
             )
         )
         for i in range(clients)
