@@ -2,7 +2,6 @@
 
 from array import array
 from collections.abc import AsyncIterator
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -13,6 +12,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
+from litestar.types import ASGIApp
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -21,6 +21,7 @@ from api.docs import NOT_FOUND_EXAMPLE, PRICE_HISTORY_EXAMPLE, documented
 from api.errors import clip
 from api.models import Health, PriceHistory, Problem
 from api.price_body import US_PER_SECOND, gunzip
+from api.raw_response import RawResponse
 from api.windows import DAY_US, Place, Window
 from api.windows import QUERIES as WINDOW_QUERIES
 from datatracker.instants import instant
@@ -30,6 +31,8 @@ from datatracker.storage import detect_storage_mode
 from datatracker.symbols import normalise_exchange, normalise_symbol_query
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
+VARY_ACCEPT_ENCODING = (b"vary", b"Accept-Encoding")
+GZIP_CODED = (b"content-encoding", b"gzip")
 
 # Documents the 404 of a route that looks a pair up with find_market.
 NOT_FOUND = {404: documented(Problem, "Unknown exchange or pair", NOT_FOUND_EXAMPLE)}
@@ -105,7 +108,7 @@ async def explain_unknown_market(conn: AsyncConnection, exchange: str, symbol: s
 )
 async def price_history(
     request: Request[Any, Any, State], state: State, exchange: ExchangeParam, symbol: SymbolParam
-) -> Response[bytes]:
+) -> ASGIApp:
     """Prices of the last 24 hours, oldest first, with their sample standard deviation (`stdv`)
     and the pair's place in the volatility ranking (`rank` of `ranked`).
 
@@ -123,19 +126,19 @@ async def price_history(
         raise NotFoundException(f"no price of {symbol!r} on {exchange!r} in the last 24 hours")
     answer = cache.windows.answer(window, lo, hi, place)
     gzipped = accepts_gzip(request.headers.get("accept-encoding"))
-    headers = {
-        "ETag": gzip_tag(answer.etag) if gzipped else answer.etag,
-        "Last-Modified": http_date(answer.newest),
-        "Cache-Control": f"max-age={fresh_seconds(window, lo, hi, now, state.settings)}",
-        "Vary": "Accept-Encoding",
-    }
-    current = (answer.etag, gzip_tag(answer.etag))
-    if names_tag(request.headers.get("if-none-match"), current):
-        return Response(b"", status_code=304, headers=headers)
+    max_age = fresh_seconds(window, lo, hi, now, state.settings)
+    headers = [
+        (b"etag", answer.gzip_etag if gzipped else answer.etag),
+        (b"last-modified", answer.last_modified),
+        (b"cache-control", b"max-age=%d" % max_age),
+        VARY_ACCEPT_ENCODING,
+    ]
+    if (asked := request.headers.get("if-none-match")) and names_tag(asked, answer.tags):
+        return RawResponse(304, headers)
     if gzipped:
-        headers["Content-Encoding"] = "gzip"
-        return Response(answer.gzipped, media_type=MediaType.JSON, headers=headers)
-    return Response(gunzip(answer.gzipped), media_type=MediaType.JSON, headers=headers)
+        headers.append(GZIP_CODED)
+        return RawResponse(200, headers, answer.gzipped)
+    return RawResponse(200, headers, gunzip(answer.gzipped))
 
 
 async def hot_window(
@@ -187,11 +190,6 @@ def fresh_seconds(window: Window, lo: int, hi: int, now: int, settings: Settings
     return max(0, int(until - now) // US_PER_SECOND)
 
 
-def http_date(micros: int) -> str:
-    """An HTTP date (RFC 9110), to the second."""
-    return format_datetime(instant(micros).replace(microsecond=0), usegmt=True)
-
-
 def names_tag(if_none_match: str | None, current: tuple[str, ...]) -> bool:
     """Whether an If-None-Match header names one of the `current` tags (or `*`), by weak
     comparison."""
@@ -208,11 +206,6 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
         if name.strip().lower() in ("gzip", "x-gzip"):
             return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
     return False
-
-
-def gzip_tag(etag: str) -> str:
-    """The ETag of the gzip-coded answer: a representation of its own (RFC 9110, 8.8.3)."""
-    return etag[:-1] + '-gzip"'
 
 
 @get(

@@ -49,14 +49,17 @@ async def windows_held(api: httpx.AsyncClient) -> tuple[int, float]:
     return health["price_windows"], health["price_windows_mb"]
 
 
-async def write_cycle(history: str, at: datetime, price: float) -> None:
-    """A cycle as the collector writes it (naming its span), of every stored pair."""
+async def write_cycle(collector_url: str, at: datetime, price: float) -> None:
+    """A cycle as the collector writes it (as its role, naming its span), of every stored pair."""
     ticks = [
         Tick(at, exchange, symbol, symbol[:3].upper(), symbol[3:].upper(), price)
-        for exchange, symbol in await pairs(history)
+        for exchange, symbol in await pairs(collector_url)
     ]
     writer = TickWriter()
-    async with await psycopg.AsyncConnection.connect(history) as conn, writer.transaction(conn):
+    async with (
+        await psycopg.AsyncConnection.connect(collector_url) as conn,
+        writer.transaction(conn),
+    ):
         await writer.write(conn, ticks)
 
 
@@ -85,7 +88,7 @@ async def newest_price(api: httpx.AsyncClient, path: str) -> tuple[float, dateti
 
 
 async def test_a_collector_write_moves_the_windows_forward_without_dropping_them(
-    hot_api: httpx.AsyncClient, history: str
+    hot_api: httpx.AsyncClient, history: str, collector_url: str
 ) -> None:
     """Each cycle the writer commits is in every pair's answer once announced (one change for
     all pairs, so as soon as one shows it all do); the windows are advanced in place (all still
@@ -94,7 +97,7 @@ async def test_a_collector_write_moves_the_windows_forward_without_dropping_them
     tags = {path: (await hot_api.get(path)).headers["etag"] for path in paths}
     for step in range(1, 4):
         cycle = (1000.0 + step, HISTORY_END + step * timedelta(seconds=15))
-        await write_cycle(history, cycle[1], cycle[0])
+        await write_cycle(collector_url, cycle[1], cycle[0])
         for _ in range(40):  # the announcement's delivery
             if await newest_price(hot_api, paths[0]) == cycle:
                 break
