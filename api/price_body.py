@@ -14,6 +14,7 @@ from __future__ import (
 import hashlib
 import math
 import operator
+import struct
 import zlib
 from array import array
 from email.utils import format_datetime
@@ -27,7 +28,10 @@ from datatracker.instants import instant
 US_PER_SECOND = 1_000_000
 # zlib's window bits for the gzip format.
 GZIP_WBITS = 31
+RAW_DEFLATE_WBITS = -15
 GZIP_LEVEL = 2
+# A gzip member's header (RFC 1952): deflate, no name, no time, no flags, OS unknown.
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 # Texts of instants kept at most: a day of 10-second cycles, twice over.
 MAX_INSTANTS = 20_000
 
@@ -59,34 +63,43 @@ def sample_stdv(prices: array[float]) -> float | None:
     return math.sqrt(math.fsum(map(operator.mul, deviations, deviations)) / (n - 1))
 
 
-def encode_history(
-    exchange: str,
-    symbol: str,
-    times: array[int],
-    prices: array[float],
-    stdv: float | None,
-    rank: int | None,
-    ranked: int,
-) -> bytes:
-    """The JSON of PriceHistory(exchange, symbol, [Price…], stdv, rank, ranked)."""
+def history_prices(exchange: str, symbol: str, times: array[int], prices: array[float]) -> bytes:
+    """The JSON of PriceHistory(exchange, symbol, [Price…], …) up to the prices' closing
+    bracket: the part of the body that depends on the prices alone."""
     pair = b'{"exchange":' + _encode(exchange) + b',"symbol":' + _encode(symbol)
-    tail = b',"stdv":%s,"rank":%s,"ranked":%d}' % (_encode(stdv), _encode(rank), ranked)
     if not prices:
-        return pair + b',"prices":[]' + tail
+        return pair + b',"prices":[]'
     texts = _encode(prices.tolist())[1:-1].split(b",")
     each = pair + b',"price":'
     joined = b"".join(
         chain.from_iterable(zip(repeat(each), texts, map(_INSTANTS.__getitem__, times)))
     )
-    return b"".join((pair, b',"prices":[', memoryview(joined)[:-1], b"]", tail))
+    return b"".join((pair, b',"prices":[', memoryview(joined)[:-1], b"]"))
 
 
-def gzip(body: bytes) -> bytes:
-    """The body gzip-compressed by zlib-ng at level 2: a day of minute prices quoted to six
-    significant digits, 133 kB, shrinks to ~10 kB in ~0.08 ms (zlib's level 1: 11 kB in
-    0.16 ms); it decompresses in ~0.06 ms."""
-    compressor = zlib_ng.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-    return compressor.compress(body) + compressor.flush()
+def history_rest(stdv: float | None, rank: int | None, ranked: int) -> bytes:
+    """The JSON of PriceHistory after its prices."""
+    return b',"stdv":%s,"rank":%s,"ranked":%d}' % (_encode(stdv), _encode(rank), ranked)
+
+
+def deflate_part(text: bytes) -> bytes:
+    """`text` deflated on its own and ended on a byte boundary (a sync flush, RFC 1951 blocks
+    not marked last), so that another part's deflate appended to it continues the stream."""
+    compressor = zlib_ng.compressobj(GZIP_LEVEL, zlib.DEFLATED, RAW_DEFLATE_WBITS)
+    return compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+def gzip_parts(first: bytes | memoryview, first_crc: int, first_size: int, rest: bytes) -> bytes:
+    """One gzip member (RFC 1952) of a body in two parts: `first`, the deflate_part of a text
+    with that CRC-32 and length, then `rest`, deflated here to the stream's end.
+
+    zlib-ng at level 2: a day of minute prices quoted to six significant digits, 133 kB of
+    JSON, deflates to ~10 kB in ~0.08 ms (zlib's level 1: 11 kB in 0.16 ms)."""
+    compressor = zlib_ng.compressobj(GZIP_LEVEL, zlib.DEFLATED, RAW_DEFLATE_WBITS)
+    deflated_rest = compressor.compress(rest) + compressor.flush()
+    crc = zlib_ng.crc32_combine(first_crc, zlib_ng.crc32(rest), len(rest))
+    trailer = struct.pack("<II", crc, (first_size + len(rest)) & 0xFFFFFFFF)
+    return b"".join((GZIP_HEADER, first, deflated_rest, trailer))
 
 
 def gunzip(gzipped: bytes) -> bytes:

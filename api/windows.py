@@ -29,8 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psycopg import AsyncConnection
+from zlib_ng import zlib_ng
 
-from api.price_body import encode_history, entity_tag, gzip, gzip_tag, http_date, sample_stdv
+from api.price_body import (
+    GZIP_HEADER,
+    deflate_part,
+    entity_tag,
+    gzip_parts,
+    gzip_tag,
+    history_prices,
+    history_rest,
+    http_date,
+    sample_stdv,
+)
 from datatracker.instants import instant
 from datatracker.queries import load_queries
 
@@ -64,26 +75,30 @@ class Place:
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A window's answer for one span of it and one place: its body gzip-compressed (about a
-    tenth of its size) and its validators as header values, the ETags of either coding and
-    the time of its newest price."""
+    tenth of its size), in two parts, so that a new place (the ranking's, each cycle) deflates
+    only the few bytes after the prices; its validators as header values (the ETags of either
+    coding, the time of its newest price); and what the next answer for the same prices takes
+    from it: their stdv, and their deflated JSON's CRC-32 and lengths."""
 
     key: tuple[int, int, int, Place]  # the window's version, lo, hi, and the place
     etag: bytes
     gzip_etag: bytes
     last_modified: bytes
     gzipped: bytes
+    stdv: float | None
+    prices_crc: int
+    prices_size: int  # the prices' JSON, in bytes
+    prices_deflated: int  # the same deflated, in bytes after the gzip header
 
     @property
     def tags(self) -> tuple[str, str]:
         """The ETags of the plain and the gzip-coded answer."""
         return self.etag.decode(), self.gzip_etag.decode()
 
-    @classmethod
-    def made(cls, key: tuple[int, int, int, Place], etag: str, newest: int, body: bytes) -> Answer:
-        """The answer of `body` (plain JSON), with its ETag and newest price's time."""
-        coded = gzip_tag(etag)
-        modified = http_date(newest).encode()
-        return cls(key, etag.encode(), coded.encode(), modified, gzip(body))
+    @property
+    def deflated_prices(self) -> memoryview:
+        start = len(GZIP_HEADER)
+        return memoryview(self.gzipped)[start : start + self.prices_deflated]
 
 
 class Window:
@@ -113,16 +128,35 @@ class Window:
         return bisect_left(self.times, now_us - DAY_US), bisect_right(self.times, now_us)
 
     def answer_for(self, lo: int, hi: int, place: Place) -> Answer:
-        """The answer for ticks [lo, hi) and `place`, built once for each of them."""
+        """The answer for ticks [lo, hi) and `place`, built once for each of them (a new place
+        alone reuses the prices' part)."""
         key = (self.version, lo, hi, place)
-        if self.answer is not None and self.answer.key == key:
-            return self.answer
+        kept = self.answer
+        if kept is not None and kept.key == key:
+            return kept
         times, prices = self.times[lo:hi], self.prices[lo:hi]
+        deflated: bytes | memoryview
+        if kept is not None and kept.key[:3] == key[:3]:
+            stdv, deflated = kept.stdv, kept.deflated_prices
+            crc, size = kept.prices_crc, kept.prices_size
+        else:
+            text = history_prices(self.exchange, self.symbol, times, prices)
+            stdv, deflated = sample_stdv(prices), deflate_part(text)
+            crc, size = zlib_ng.crc32(text), len(text)
         etag = entity_tag(self.exchange, self.symbol, times, prices, place.rank, place.ranked)
-        body = encode_history(
-            self.exchange, self.symbol, times, prices, sample_stdv(prices), place.rank, place.ranked
+        coded = gzip_tag(etag)
+        gzipped = gzip_parts(deflated, crc, size, history_rest(stdv, place.rank, place.ranked))
+        self.answer = Answer(
+            key,
+            etag.encode(),
+            coded.encode(),
+            http_date(times[-1]).encode(),
+            gzipped,
+            stdv,
+            crc,
+            size,
+            len(deflated),
         )
-        self.answer = Answer.made(key, etag, times[-1], body)
         return self.answer
 
     def replace(
