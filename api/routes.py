@@ -3,16 +3,16 @@
 from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
-from litestar import MediaType, Request, Response, get
+from litestar import MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
-from litestar.types import ASGIApp
+from litestar.types import ASGIApp, Scope
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -107,7 +107,7 @@ async def explain_unknown_market(conn: AsyncConnection, exchange: str, symbol: s
     | NOT_FOUND,
 )
 async def price_history(
-    request: Request[Any, Any, State], state: State, exchange: ExchangeParam, symbol: SymbolParam
+    scope: Scope, state: State, exchange: ExchangeParam, symbol: SymbolParam
 ) -> ASGIApp:
     """Prices of the last 24 hours, oldest first, with their sample standard deviation (`stdv`)
     and the pair's place in the volatility ranking (`rank` of `ranked`).
@@ -125,7 +125,8 @@ async def price_history(
     if lo == hi:
         raise NotFoundException(f"no price of {symbol!r} on {exchange!r} in the last 24 hours")
     answer = cache.windows.answer(window, lo, hi, place)
-    gzipped = accepts_gzip(request.headers.get("accept-encoding"))
+    accept_encoding, if_none_match = conditions(scope)
+    gzipped = accepts_gzip(accept_encoding)
     max_age = fresh_seconds(window, lo, hi, now, state.settings)
     headers = [
         (b"etag", answer.gzip_etag if gzipped else answer.etag),
@@ -133,7 +134,7 @@ async def price_history(
         (b"cache-control", b"max-age=%d" % max_age),
         VARY_ACCEPT_ENCODING,
     ]
-    if (asked := request.headers.get("if-none-match")) and names_tag(asked, answer.tags):
+    if if_none_match and names_tag(if_none_match, answer.tags):
         return RawResponse(304, headers)
     if gzipped:
         headers.append(GZIP_CODED)
@@ -188,6 +189,18 @@ def fresh_seconds(window: Window, lo: int, hi: int, now: int, settings: Settings
     if hi < len(window.times):
         until = min(until, window.times[hi])
     return max(0, int(until - now) // US_PER_SECOND)
+
+
+def conditions(scope: Scope) -> tuple[str | None, str | None]:
+    """A request's Accept-Encoding and If-None-Match (the first of each, None if absent),
+    read from its raw headers: a hot answer's request builds no Request object."""
+    accept_encoding = if_none_match = None
+    for name, value in scope["headers"]:
+        if name == b"accept-encoding" and accept_encoding is None:
+            accept_encoding = value.decode("latin-1")
+        elif name == b"if-none-match" and if_none_match is None:
+            if_none_match = value.decode("latin-1")
+    return accept_encoding, if_none_match
 
 
 def names_tag(if_none_match: str | None, current: tuple[str, ...]) -> bool:

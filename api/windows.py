@@ -29,15 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psycopg import AsyncConnection
-from zlib_ng import zlib_ng
 
 from api.price_body import (
-    GZIP_HEADER,
-    deflate_part,
+    GzipMember,
     entity_tag,
-    gzip_parts,
     gzip_tag,
-    history_prices,
+    history_head,
+    history_points,
     history_rest,
     http_date,
     sample_stdv,
@@ -53,9 +51,13 @@ DAY_US = 86_400 * 1_000_000
 MAX_SPAN_US = 3_600 * 1_000_000
 # What a window costs beyond its columns: the Window, its arrays' headers, the dict slot.
 WINDOW_OVERHEAD_BYTES = 400
-# What a kept answer costs beyond its compressed body: its key, validators and objects
-# (measured with tracemalloc: ~640 bytes).
+# What a kept answer costs beyond its compressed body and its parts' table: its key,
+# validators and objects (measured with tracemalloc: ~640 bytes).
 ANSWER_OVERHEAD_BYTES = 700
+# The prices of each two hours of the epoch are deflated apart (see Answer), and their
+# fields in Answer.parts.
+PART_US = 2 * 3_600 * 1_000_000
+PART_FIELDS = 6
 # A request waits at most this long for an announced change to be read, then reads SQL.
 CATCH_UP_SECONDS = 2.0
 # Turns of the event loop a request gives the listener to read what waits on its socket.
@@ -75,10 +77,15 @@ class Place:
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A window's answer for one span of it and one place: its body gzip-compressed (about a
-    tenth of its size), in two parts, so that a new place (the ranking's, each cycle) deflates
-    only the few bytes after the prices; its validators as header values (the ETags of either
-    coding, the time of its newest price); and what the next answer for the same prices takes
-    from it: their stdv, and their deflated JSON's CRC-32 and lengths."""
+    tenth of its size) and its validators as header values (the ETags of either coding, the
+    time of its newest price).
+
+    The body's prices are deflated in parts, one for each two hours of the epoch (PART_US), so
+    that the next answer deflates again only the parts whose prices changed: after a cycle,
+    the last part and the first (whose oldest price left); after a new ranking, none (its stdv
+    is kept too). `parts` holds, for each, PART_FIELDS numbers: its first instant, its count
+    of prices (doubled, plus one if a comma leads it), its text's CRC-32 and length, and where
+    its bytes are in `gzipped` and how many."""
 
     key: tuple[int, int, int, Place]  # the window's version, lo, hi, and the place
     etag: bytes
@@ -86,19 +93,21 @@ class Answer:
     last_modified: bytes
     gzipped: bytes
     stdv: float | None
-    prices_crc: int
-    prices_size: int  # the prices' JSON, in bytes
-    prices_deflated: int  # the same deflated, in bytes after the gzip header
+    parts: array[int]
 
     @property
     def tags(self) -> tuple[str, str]:
         """The ETags of the plain and the gzip-coded answer."""
         return self.etag.decode(), self.gzip_etag.decode()
 
-    @property
-    def deflated_prices(self) -> memoryview:
-        start = len(GZIP_HEADER)
-        return memoryview(self.gzipped)[start : start + self.prices_deflated]
+    def parts_before(self, instant: int) -> dict[int, tuple[int, ...]]:
+        """The parts that end by `instant` (µs), by first instant: the rest of their fields."""
+        parts = self.parts
+        return {
+            parts[i]: tuple(parts[i + 1 : i + PART_FIELDS])
+            for i in range(0, len(parts), PART_FIELDS)
+            if parts[i] - parts[i] % PART_US + PART_US <= instant
+        }
 
 
 class Window:
@@ -106,7 +115,16 @@ class Window:
     now), oldest first; `version` changes with every change to them. Windows whose pairs were
     written at the same instants share one `times` array: it is never changed in place."""
 
-    __slots__ = ("answer", "exchange", "market_id", "prices", "symbol", "times", "version")
+    __slots__ = (
+        "answer",
+        "changed_from",
+        "exchange",
+        "market_id",
+        "prices",
+        "symbol",
+        "times",
+        "version",
+    )
 
     def __init__(
         self, market_id: int, exchange: str, symbol: str, times: array[int], prices: array[float]
@@ -115,11 +133,15 @@ class Window:
         self.times, self.prices = times, prices
         self.version = 0
         self.answer: Answer | None = None
+        self.changed_from = sys.maxsize  # the earliest instant changed since `answer` was built
 
     @property
     def own_bytes(self) -> int:
         """What this window alone takes: its prices, its kept answer, its objects."""
-        kept = len(self.answer.gzipped) + ANSWER_OVERHEAD_BYTES if self.answer else 0
+        answer = self.answer
+        kept = 0
+        if answer is not None:
+            kept = len(answer.gzipped) + sys.getsizeof(answer.parts) + ANSWER_OVERHEAD_BYTES
         return sys.getsizeof(self.prices) + kept + WINDOW_OVERHEAD_BYTES
 
     def span(self, now_us: int) -> tuple[int, int]:
@@ -128,35 +150,50 @@ class Window:
         return bisect_left(self.times, now_us - DAY_US), bisect_right(self.times, now_us)
 
     def answer_for(self, lo: int, hi: int, place: Place) -> Answer:
-        """The answer for ticks [lo, hi) and `place`, built once for each of them (a new place
-        alone reuses the prices' part)."""
+        """The answer for ticks [lo, hi) and `place`, built once for each of them, from the
+        parts of the last one that no change since reached."""
         key = (self.version, lo, hi, place)
         kept = self.answer
         if kept is not None and kept.key == key:
             return kept
-        times, prices = self.times[lo:hi], self.prices[lo:hi]
-        deflated: bytes | memoryview
-        if kept is not None and kept.key[:3] == key[:3]:
-            stdv, deflated = kept.stdv, kept.deflated_prices
-            crc, size = kept.prices_crc, kept.prices_size
-        else:
-            text = history_prices(self.exchange, self.symbol, times, prices)
-            stdv, deflated = sample_stdv(prices), deflate_part(text)
-            crc, size = zlib_ng.crc32(text), len(text)
-        etag = entity_tag(self.exchange, self.symbol, times, prices, place.rank, place.ranked)
-        coded = gzip_tag(etag)
-        gzipped = gzip_parts(deflated, crc, size, history_rest(stdv, place.rank, place.ranked))
+        same_prices = kept is not None and kept.key[:3] == key[:3]
+        reusable = {}
+        if kept is not None:
+            reusable = kept.parts_before(sys.maxsize if same_prices else self.changed_from)
+            kept_bytes = memoryview(kept.gzipped)
+        times, prices, exchange, symbol = self.times, self.prices, self.exchange, self.symbol
+        member = GzipMember()
+        member.add_text(history_head(exchange, symbol))
+        parts = array("q")
+        a = lo
+        while a < hi:
+            first = times[a]
+            b = bisect_left(times, first - first % PART_US + PART_US, a, hi)
+            count = (b - a) * 2 + (a > lo)
+            offset = member.length
+            old = reusable.get(first)
+            if old is not None and old[0] == count:
+                crc, size, at, length = old[1:]
+                member.add(kept_bytes[at : at + length], crc, size)
+            else:
+                text = history_points(exchange, symbol, times[a:b], prices[a:b])
+                crc, size, length = member.add_text(b"," + text if a > lo else text)
+            parts.extend((first, count, crc, size, offset, length))
+            a = b
+        span_times, span_prices = times[lo:hi], prices[lo:hi]
+        stdv = kept.stdv if kept is not None and same_prices else sample_stdv(span_prices)
+        gzipped = member.finish(history_rest(stdv, place.rank, place.ranked))
+        etag = entity_tag(exchange, symbol, span_times, span_prices, place.rank, place.ranked)
         self.answer = Answer(
             key,
             etag.encode(),
-            coded.encode(),
-            http_date(times[-1]).encode(),
+            gzip_tag(etag).encode(),
+            http_date(span_times[-1]).encode(),
             gzipped,
             stdv,
-            crc,
-            size,
-            len(deflated),
+            parts,
         )
+        self.changed_from = sys.maxsize
         return self.answer
 
     def replace(
@@ -183,7 +220,7 @@ class Window:
         self.prices[lo:hi] = array("d", prices)
         del self.prices[:cut]
         self.version += 1
-        self.answer = None
+        self.changed_from = min(self.changed_from, start)
 
 
 class PriceWindows:
@@ -198,8 +235,8 @@ class PriceWindows:
         self._timelines: dict[bytes, array[int]] = {}  # the kept arrays of times, by content
         self._bytes = 0
         self._markets: dict[tuple[str, str], int] = {}
-        self._ranks: dict[int, int] = {}
-        self._ranked = 0
+        self._places: dict[int, Place] = {}  # the ranked pairs'
+        self._unranked = Place(None, 0)  # every other's
         self._pending = 0
         self._current = asyncio.Event()
         self._current.set()
@@ -242,7 +279,7 @@ class PriceWindows:
         return self._windows.get(market_id)
 
     def place(self, market_id: int) -> Place:
-        return Place(self._ranks.get(market_id), self._ranked)
+        return self._places.get(market_id, self._unranked)
 
     def admit(self, window: Window, version: int) -> None:
         """Keep a window read at `version` of the changes, if none came since and it fits;
@@ -263,6 +300,9 @@ class PriceWindows:
 
     def answer(self, window: Window, lo: int, hi: int, place: Place) -> Answer:
         """The window's answer for [lo, hi) and `place`, kept with it (and counted)."""
+        kept = window.answer
+        if kept is not None and kept.key == (window.version, lo, hi, place):
+            return kept
         before = window.own_bytes
         answer = window.answer_for(lo, hi, place)
         if window.market_id in self._windows:
@@ -375,10 +415,12 @@ class PriceWindows:
 
     async def _read_ranking(self, conn: AsyncConnection) -> None:
         cursor = await conn.execute(QUERIES["ranks"], binary=True)
-        self._ranks = dict(await cursor.fetchall())
+        ranks = await cursor.fetchall()
         cursor = await conn.execute(QUERIES["ranked"])
         row = await cursor.fetchone()
-        self._ranked = int(row[0]) if row else 0
+        ranked = int(row[0]) if row else 0
+        self._places = {market_id: Place(rank, ranked) for market_id, rank in ranks}
+        self._unranked = Place(None, ranked)
 
 
 def parse_span(span: str) -> tuple[int, int] | None:

@@ -1,26 +1,41 @@
-"""The kept answer's gzip: one member, valid for any gzip decoder, whose prices part a new
-place reuses."""
+"""The kept answer's body: the JSON msgspec writes for PriceHistory, as one gzip member that
+any decoder reads, deflated in parts of which the next answer rebuilds only what changed."""
 
 import gzip
 import shutil
 import subprocess
 import zlib
 from array import array
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
 
-from api.models import PriceHistory
-from api.windows import Place, Window
+from api.models import Price, PriceHistory
+from api.price_body import sample_stdv
+from api.windows import PART_FIELDS, Answer, Place, Window
 
-START_US = 1_764_547_200_000_000
+START_US = 1_764_547_200_000_000  # 2025-12-01 00:00 UTC, on a part's boundary
 MINUTE_US = 60_000_000
+DAY_US = 1_440 * MINUTE_US
 
 
-def window() -> Window:
-    times = array("q", [START_US + i * MINUTE_US for i in range(1440)])
-    prices = array("d", [round(97_000 + (i * 7919 % 613) / 10, 1) for i in range(1440)])
+def day_window(minutes: int = 1_440, offset: int = 0) -> Window:
+    times = array("q", [START_US + (offset + i) * MINUTE_US for i in range(minutes)])
+    prices = array("d", [round(97_000 + (i * 7919 % 613) / 10, 1) for i in range(minutes)])
     return Window(1, "kraken", "btcusd", times, prices)
+
+
+def expected_body(window: Window, lo: int, hi: int, place: Place) -> bytes:
+    """What Litestar's encoder (msgspec) writes for the same PriceHistory."""
+    prices = [
+        Price("kraken", "btcusd", price, datetime.fromtimestamp(time / 1e6, UTC))
+        for time, price in zip(window.times[lo:hi], window.prices[lo:hi], strict=True)
+    ]
+    stdv = sample_stdv(window.prices[lo:hi])
+    return msgspec.json.encode(
+        PriceHistory("kraken", "btcusd", prices, stdv, place.rank, place.ranked)
+    )
 
 
 def decoded_by_gzip_tool(member: bytes) -> bytes:
@@ -30,31 +45,68 @@ def decoded_by_gzip_tool(member: bytes) -> bytes:
     return subprocess.run([tool, "-dc"], input=member, capture_output=True, check=True).stdout
 
 
-def test_a_new_place_changes_only_the_rest_and_every_decoder_reads_the_whole() -> None:
-    """The answer for another place reuses the deflated prices byte for byte; each answer
-    decodes, by zlib, Python's gzip and the gzip tool, to the JSON of its place."""
-    pair = window()
-    first = pair.answer_for(0, 1440, Place(3, 10))
-    second = pair.answer_for(0, 1440, Place(None, 11))
+def part_bytes(answer: Answer) -> dict[int, bytes]:
+    """Each part's deflated bytes, by its first instant."""
+    parts = answer.parts
+    return {
+        parts[i]: answer.gzipped[parts[i + 4] : parts[i + 4] + parts[i + 5]]
+        for i in range(0, len(parts), PART_FIELDS)
+    }
 
-    assert bytes(first.deflated_prices) == bytes(second.deflated_prices)
-    assert first.etag != second.etag
-    for answer, place in ((first, Place(3, 10)), (second, Place(None, 11))):
+
+def test_every_decoder_reads_the_json_of_the_price_history() -> None:
+    """zlib, Python's gzip and the gzip tool read the answer as msgspec's JSON, byte for byte,
+    for a whole day and for a span starting and ending inside parts."""
+    window = day_window()
+    for lo, hi in ((0, 1_440), (37, 1_001), (1_439, 1_440)):
+        place = Place(3, 10)
+        answer = window.answer_for(lo, hi, place)
         body = zlib.decompress(answer.gzipped, 31)
+        assert body == expected_body(window, lo, hi, place)
         assert body == gzip.decompress(answer.gzipped) == decoded_by_gzip_tool(answer.gzipped)
-        history = msgspec.json.decode(body, type=PriceHistory)
-        assert (history.rank, history.ranked) == (place.rank, place.ranked)
-        assert [point.price for point in history.prices] == pair.prices.tolist()
-        assert history.stdv == answer.stdv
 
 
-def test_new_prices_are_deflated_again() -> None:
-    """A change of the window (its version) builds the prices' part anew."""
-    pair = window()
-    before = pair.answer_for(0, 1440, Place(3, 10))
-    pair.prices[-1] = 1.5
-    pair.version += 1
-    after = pair.answer_for(0, 1440, Place(3, 10))
+def test_a_new_place_reuses_every_part_and_the_stdv() -> None:
+    """A new ranking deflates nothing of the prices again: every part's bytes are the same."""
+    window = day_window()
+    first = window.answer_for(0, 1_440, Place(3, 10))
+    second = window.answer_for(0, 1_440, Place(None, 11))
 
-    assert bytes(before.deflated_prices) != bytes(after.deflated_prices)
+    assert part_bytes(first) == part_bytes(second)
+    assert 12 == len(part_bytes(second))
+    assert first.etag != second.etag
+    body = zlib.decompress(second.gzipped, 31)
+    assert body == expected_body(window, 0, 1_440, Place(None, 11))
+
+
+def test_a_cycle_deflates_again_only_the_first_and_the_last_part() -> None:
+    """A cycle adds a price at the end and the oldest leaves: the parts between are reused as
+    they are, and the body is that of the new window."""
+    window = day_window(minutes=1_440, offset=30)
+    before = window.answer_for(0, 1_440, Place(3, 10))
+    new_instant = START_US + (30 + 1_440) * MINUTE_US
+    window.replace(new_instant, new_instant, [new_instant], [1.5], new_instant - DAY_US, {})
+    lo, hi = window.span(new_instant + 1_000_000)  # a second later: the oldest has left
+    after = window.answer_for(lo, hi, Place(3, 10))
+
+    old, new = part_bytes(before), part_bytes(after)
+    kept = {first for first in new if old.get(first) == new[first]}
+    assert sorted(new)[1:-1] == sorted(kept)
+    assert zlib.decompress(after.gzipped, 31) == expected_body(window, lo, hi, Place(3, 10))
     assert msgspec.json.decode(zlib.decompress(after.gzipped, 31))["prices"][-1]["price"] == 1.5
+
+
+def test_a_change_inside_the_window_deflates_again_every_part_from_it_on() -> None:
+    """A write that changes older prices (a gap filled, a correction) rebuilds the parts from
+    the earliest instant it changed."""
+    window = day_window()
+    before = window.answer_for(0, 1_440, Place(3, 10))
+    changed = START_US + 500 * MINUTE_US  # in the fifth part (8 h 20 min)
+    window.replace(changed, changed, [changed], [2.5], START_US, {})
+    after = window.answer_for(0, 1_440, Place(3, 10))
+
+    old, new = part_bytes(before), part_bytes(after)
+    firsts = sorted(new)
+    assert all(old[first] == new[first] for first in firsts[:4])
+    assert all(old[first] != new[first] for first in firsts[4:5])
+    assert zlib.decompress(after.gzipped, 31) == expected_body(window, 0, 1_440, Place(3, 10))
