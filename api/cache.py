@@ -31,6 +31,7 @@ from typing import TypeVar
 import psycopg
 from cachetools import TLRUCache
 
+from api import heap
 from api.windows import PriceWindows
 from datatracker.database import redact_dsn
 
@@ -214,6 +215,8 @@ class ResponseCache:
                 storage = now
             for payload in payloads:
                 await windows.apply(conn, payload, now_micros())
+            if payloads:
+                heap.trim()
 
     async def _check(self, conn: psycopg.AsyncConnection) -> str:
         """The chunks of ticks as ticks_storage() describes them; a check that the connection
