@@ -3,11 +3,14 @@ the API says 503."""
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from collector.backlog import Backlog
 from collector.cycle import fetch_cycle
@@ -50,6 +53,24 @@ def collector_settings(database_url: str) -> dict[str, str]:
         "COLLECT_INTERVAL_SECONDS": str(INTERVAL.seconds),
         "GAP_FILL_MAX_HOURS": "0",
     }
+
+
+@asynccontextmanager
+async def collector_pool(url: str) -> AsyncIterator[AsyncConnectionPool]:
+    """A collector's pool of one connection to `url` that gives up after 2 s, closed after."""
+    pool = create_pool(url, max_size=1, name="collector", timeout=2)
+    await pool.open(wait=True)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def proxied_pool(proxy: TcpProxy, database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    """A collector's pool through `proxy`, which a test cuts and restores."""
+    async with collector_pool(proxy.route(database_url)) as pool:
+        yield pool
 
 
 async def runs_per_cycle(database_url: str) -> set[int]:
@@ -164,6 +185,7 @@ async def test_api_answers_503_during_an_outage_and_recovers(
 
 async def test_candles_of_a_written_backlog_are_rolled_up(
     proxy: TcpProxy,
+    proxied_pool: AsyncConnectionPool,
     database_url: str,
     conn: psycopg.AsyncConnection,
     tmp_path: Path,
@@ -171,16 +193,14 @@ async def test_candles_of_a_written_backlog_are_rolled_up(
 ) -> None:
     """After an outage, upkeep covers every spooled cycle's bucket, not only the last one."""
     source = SimulatedSource(["kraken"], pairs_per_exchange=3, seed=4)
-    pool = create_pool(proxy.route(database_url), max_size=1, name="collector", timeout=2)
-    await pool.open(wait=True)
-    maintenance = Maintenance(settings_for(database_url), pool, edition)
+    maintenance = Maintenance(settings_for(database_url), proxied_pool, edition)
     upkept: list[tuple[datetime, datetime]] = []
 
     async def upkeep(since: datetime, at: datetime) -> None:
         await maintenance.after_cycles(since, at)
         upkept.append((since, at))
 
-    backlog = Backlog(Spool(tmp_path, max_bytes=2**20), Store(pool), upkeep=upkeep)
+    backlog = Backlog(Spool(tmp_path, max_bytes=2**20), Store(proxied_pool), upkeep=upkeep)
     try:
         await proxy.cut()
         backlog.start()
@@ -194,7 +214,6 @@ async def test_candles_of_a_written_backlog_are_rolled_up(
         await until(upkeep_done, RECOVERY_SECONDS, "upkeep after the spool was written")
     finally:
         await backlog.stop(asyncio.get_running_loop().time() + 5)
-        await pool.close()
 
     assert [(AT, AT + 10 * MINUTE)] == upkept
     cursor = await conn.execute("SELECT count(DISTINCT bucket) FROM candles_5m")
@@ -207,8 +226,6 @@ async def test_an_upkeep_that_fails_is_tried_again_with_its_whole_span(
     """Upkeep raising (the database refusing the roll-up, say) loses no span: the writer tries
     again, and the retry covers every cycle written since the last upkeep that succeeded."""
     source = SimulatedSource(["kraken"], pairs_per_exchange=2, seed=4)
-    pool = create_pool(database_url, max_size=1, name="collector", timeout=2)
-    await pool.open(wait=True)
     attempts: list[tuple[datetime, datetime]] = []
 
     async def upkeep(since: datetime, at: datetime) -> None:
@@ -216,18 +233,18 @@ async def test_an_upkeep_that_fails_is_tried_again_with_its_whole_span(
         if len(attempts) == 1:
             raise psycopg.errors.LockNotAvailable("simulated: the roll-up could not lock")
 
-    backlog = Backlog(Spool(tmp_path, max_bytes=2**20), Store(pool), upkeep=upkeep)
-    try:
-        await backlog.keep(await fetch_cycle(source, AT, timeout_seconds=5))
-        backlog.start()
+    async with collector_pool(database_url) as pool:
+        backlog = Backlog(Spool(tmp_path, max_bytes=2**20), Store(pool), upkeep=upkeep)
+        try:
+            await backlog.keep(await fetch_cycle(source, AT, timeout_seconds=5))
+            backlog.start()
 
-        async def tried_twice() -> bool:
-            return len(attempts) >= 2
+            async def tried_twice() -> bool:
+                return len(attempts) >= 2
 
-        await until(tried_twice, 30, "upkeep tried again")
-    finally:
-        await backlog.stop(asyncio.get_running_loop().time() + 5)
-        await pool.close()
+            await until(tried_twice, 30, "upkeep tried again")
+        finally:
+            await backlog.stop(asyncio.get_running_loop().time() + 5)
 
     assert [(AT, AT), (AT, AT)] == attempts[:2]
 
@@ -240,25 +257,23 @@ async def cycle_ticks(source: SimulatedSource, at: datetime) -> list[Tick]:
 
 @pytest.mark.edition("apache")  # in timescale mode a cycle's update leaves it to the policies
 async def test_candles_a_roll_up_missed_are_caught_up_by_the_next(
-    proxy: TcpProxy, database_url: str, conn: psycopg.AsyncConnection
+    proxy: TcpProxy,
+    proxied_pool: AsyncConnectionPool,
+    database_url: str,
+    conn: psycopg.AsyncConnection,
 ) -> None:
     """A cycle whose candle roll-up fails (the database gone) gets its candles with the next
     cycle's roll-up, though that cycle lies in a later bucket."""
-    pool = create_pool(proxy.route(database_url), max_size=1, name="collector", timeout=2)
-    await pool.open(wait=True)
-    maintenance = Maintenance(settings_for(database_url), pool, "apache")
+    maintenance = Maintenance(settings_for(database_url), proxied_pool, "apache")
     source = SimulatedSource(["kraken"], pairs_per_exchange=2, seed=4)
-    try:
-        first, second = AT, AT + 10 * MINUTE  # two 5-minute buckets apart
-        await write_ticks(conn, await cycle_ticks(source, first))
-        await proxy.cut()
-        with pytest.raises(psycopg.OperationalError):
-            await maintenance.update_candles(first, first)
-        await proxy.restore()
-        await write_ticks(conn, await cycle_ticks(source, second))
-        await maintenance.update_candles(second, second)
-    finally:
-        await pool.close()
+    first, second = AT, AT + 10 * MINUTE  # two 5-minute buckets apart
+    await write_ticks(conn, await cycle_ticks(source, first))
+    await proxy.cut()
+    with pytest.raises(psycopg.OperationalError):
+        await maintenance.update_candles(first, first)
+    await proxy.restore()
+    await write_ticks(conn, await cycle_ticks(source, second))
+    await maintenance.update_candles(second, second)
 
     cursor = await conn.execute("SELECT bucket FROM candles_5m GROUP BY bucket ORDER BY bucket")
     assert [(first,), (second,)] == await cursor.fetchall()
