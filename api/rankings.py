@@ -4,16 +4,14 @@ from typing import Annotated, Literal
 
 from litestar import MediaType, get
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 from litestar.serialization import encode_json
-from psycopg import AsyncConnection
 
 from api.cache import RANKING, ResponseCache
 from api.docs import NOT_FOUND_EXAMPLE, RANKINGS_EXAMPLE, documented
 from api.models import Problem, RankedPair, Rankings
-from api.routes import EXCHANGE_PATTERN, QUERIES, exchange_named
+from api.routes import EXCHANGE_PATTERN, QUERIES, exchange_named, require_exchange
 
 RankBy = Literal["cv", "stdv"]
 
@@ -65,11 +63,3 @@ async def rankings(
     body = encode_json(Rankings(by, exchange, ranked, limit, offset, pairs, as_of))
     cache.put(key, body, len(body), token)
     return body
-
-
-async def require_exchange(conn: AsyncConnection, exchange: str) -> None:
-    """404 unless a market of `exchange` is stored, as /prices says of an unknown exchange."""
-    cursor = await conn.execute(QUERIES["exchange_known"], {"exchange": exchange})
-    known = await cursor.fetchone()
-    if not (known and known[0]):
-        raise NotFoundException(f"unknown exchange {exchange!r}")

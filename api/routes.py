@@ -90,10 +90,16 @@ async def find_market(conn: AsyncConnection, exchange: str, symbol: str) -> tupl
 
 async def explain_unknown_market(conn: AsyncConnection, exchange: str, symbol: str) -> NoReturn:
     """404 for a pair not stored, naming whether the exchange is unknown or only the pair."""
+    await require_exchange(conn, exchange)
+    raise NotFoundException(f"unknown pair {symbol!r} on exchange {exchange!r}")
+
+
+async def require_exchange(conn: AsyncConnection, exchange: str) -> None:
+    """404 unless a market of `exchange` is stored."""
     cursor = await conn.execute(QUERIES["exchange_known"], {"exchange": exchange})
     known = await cursor.fetchone()
-    what = f"pair {symbol!r} on exchange {exchange!r}" if known and known[0] else None
-    raise NotFoundException(f"unknown {what or f'exchange {exchange!r}'}")
+    if not (known and known[0]):
+        raise NotFoundException(f"unknown exchange {exchange!r}")
 
 
 @get(
