@@ -63,9 +63,14 @@ def sample_stdv(prices: array[float]) -> float | None:
     return math.sqrt(math.fsum(map(operator.mul, deviations, deviations)) / (n - 1))
 
 
+def _pair(exchange: str, symbol: str) -> bytes:
+    """`{"exchange":…,"symbol":…`: how PriceHistory and each Price begin."""
+    return b'{"exchange":' + _encode(exchange) + b',"symbol":' + _encode(symbol)
+
+
 def history_head(exchange: str, symbol: str) -> bytes:
     """The JSON of PriceHistory(exchange, symbol, …) up to its first price."""
-    return b'{"exchange":' + _encode(exchange) + b',"symbol":' + _encode(symbol) + b',"prices":['
+    return _pair(exchange, symbol) + b',"prices":['
 
 
 def history_points(exchange: str, symbol: str, times: array[int], prices: array[float]) -> bytes:
@@ -73,7 +78,7 @@ def history_points(exchange: str, symbol: str, times: array[int], prices: array[
     if not prices:
         return b""
     texts = _encode(prices.tolist())[1:-1].split(b",")
-    each = b'{"exchange":' + _encode(exchange) + b',"symbol":' + _encode(symbol) + b',"price":'
+    each = _pair(exchange, symbol) + b',"price":'
     joined = b"".join(
         chain.from_iterable(zip(repeat(each), texts, map(_INSTANTS.__getitem__, times)))
     )

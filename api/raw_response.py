@@ -12,18 +12,15 @@ JSON_TYPE = (b"content-type", b"application/json")
 
 
 class RawResponse:
-    """Status, header lines (lower-case names, as bytes) and body, sent in two ASGI events;
-    the body's Content-Length (and JSON's Content-Type, if `json`) are added here."""
+    """Status, header lines (lower-case names, as bytes) and a JSON body, sent in two ASGI
+    events; the body's Content-Length and Content-Type are added here (none for a 304)."""
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"", json: bool = True
-    ) -> None:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
         if status != 304:
             headers.append((b"content-length", b"%d" % len(body)))
-            if json:
-                headers.append(JSON_TYPE)
+            headers.append(JSON_TYPE)
         self.status, self.headers, self.body = status, headers, body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

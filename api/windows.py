@@ -96,6 +96,11 @@ class Answer:
     parts: array[int]
 
     @property
+    def held_bytes(self) -> int:
+        """What this answer takes: its body, its parts' table, its objects."""
+        return len(self.gzipped) + sys.getsizeof(self.parts) + ANSWER_OVERHEAD_BYTES
+
+    @property
     def tags(self) -> tuple[str, str]:
         """The ETags of the plain and the gzip-coded answer."""
         return self.etag.decode(), self.gzip_etag.decode()
@@ -106,8 +111,13 @@ class Answer:
         return {
             parts[i]: tuple(parts[i + 1 : i + PART_FIELDS])
             for i in range(0, len(parts), PART_FIELDS)
-            if parts[i] - parts[i] % PART_US + PART_US <= instant
+            if part_end(parts[i]) <= instant
         }
+
+
+def part_end(instant: int) -> int:
+    """The end (exclusive, µs) of the part whose two hours hold `instant`."""
+    return instant - instant % PART_US + PART_US
 
 
 class Window:
@@ -138,10 +148,7 @@ class Window:
     @property
     def own_bytes(self) -> int:
         """What this window alone takes: its prices, its kept answer, its objects."""
-        answer = self.answer
-        kept = 0
-        if answer is not None:
-            kept = len(answer.gzipped) + sys.getsizeof(answer.parts) + ANSWER_OVERHEAD_BYTES
+        kept = self.answer.held_bytes if self.answer else 0
         return sys.getsizeof(self.prices) + kept + WINDOW_OVERHEAD_BYTES
 
     def span(self, now_us: int) -> tuple[int, int]:
@@ -156,10 +163,9 @@ class Window:
         kept = self.answer
         if kept is not None and kept.key == key:
             return kept
-        same_prices = kept is not None and kept.key[:3] == key[:3]
         reusable = {}
-        if kept is not None:
-            reusable = kept.parts_before(sys.maxsize if same_prices else self.changed_from)
+        if kept is not None:  # every part, if only the place changed (changed_from is then max)
+            reusable = kept.parts_before(self.changed_from)
             kept_bytes = memoryview(kept.gzipped)
         times, prices, exchange, symbol = self.times, self.prices, self.exchange, self.symbol
         member = GzipMember()
@@ -168,7 +174,7 @@ class Window:
         a = lo
         while a < hi:
             first = times[a]
-            b = bisect_left(times, first - first % PART_US + PART_US, a, hi)
+            b = bisect_left(times, part_end(first), a, hi)
             count = (b - a) * 2 + (a > lo)
             offset = member.length
             old = reusable.get(first)
@@ -181,6 +187,7 @@ class Window:
             parts.extend((first, count, crc, size, offset, length))
             a = b
         span_times, span_prices = times[lo:hi], prices[lo:hi]
+        same_prices = kept is not None and kept.key[:3] == key[:3]
         stdv = kept.stdv if kept is not None and same_prices else sample_stdv(span_prices)
         gzipped = member.finish(history_rest(stdv, place.rank, place.ranked))
         etag = entity_tag(exchange, symbol, span_times, span_prices, place.rank, place.ranked)
@@ -301,12 +308,9 @@ class PriceWindows:
     def answer(self, window: Window, lo: int, hi: int, place: Place) -> Answer:
         """The window's answer for [lo, hi) and `place`, kept with it (and counted)."""
         kept = window.answer
-        if kept is not None and kept.key == (window.version, lo, hi, place):
-            return kept
-        before = window.own_bytes
         answer = window.answer_for(lo, hi, place)
-        if window.market_id in self._windows:
-            self._bytes += window.own_bytes - before
+        if answer is not kept and window.market_id in self._windows:
+            self._bytes += answer.held_bytes - (kept.held_bytes if kept else 0)
             self._fit()
         return answer
 
