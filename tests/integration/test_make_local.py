@@ -174,6 +174,23 @@ def make_environment(
     }
 
 
+@contextlib.contextmanager
+def serving_make_local(
+    local_cluster: tuple[str, str], tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Terminal, int]]:
+    """`make local` at a terminal of its own, once its API answers: make, the terminal and the
+    API's port. Afterwards whatever is left of it is killed and all it showed is read."""
+    api_port = free_port()
+    terminal = Terminal()
+    try:
+        with make_local(terminal, make_environment(local_cluster, api_port, tmp_path)) as make:
+            until_api_answers(make, terminal, api_port)
+            yield make, terminal, api_port
+        terminal.drain(timeout=10)
+    finally:
+        terminal.close()
+
+
 @pytest.mark.slow
 def test_ctrl_c_at_the_terminal_ends_make_local_with_status_0(
     local_cluster: tuple[str, str], tmp_path: Path
@@ -181,25 +198,17 @@ def test_ctrl_c_at_the_terminal_ends_make_local_with_status_0(
     """Ctrl-C at the terminal of `make local`, once the API serves, stops the collector and the
     API (their port closed, no process of the session left) and make ends with status 0,
     printing `run-local: stopped` and no error of its own."""
-    api_port = free_port()
-    env = make_environment(local_cluster, api_port, tmp_path)
-    terminal = Terminal()
-    try:
-        with make_local(terminal, env) as make:
-            until_api_answers(make, terminal, api_port)
-            terminal.type(CTRL_C)
-            try:
-                status = make.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                raise AssertionError(
-                    f"make local still runs 30 s after Ctrl-C:\n{terminal.output}"
-                ) from None
-            left = session_processes(make.pid)
-            api_listens = accepts_connections(api_port)
-        terminal.drain(timeout=10)
-        output = terminal.output
-    finally:
-        terminal.close()
+    with serving_make_local(local_cluster, tmp_path) as (make, terminal, api_port):
+        terminal.type(CTRL_C)
+        try:
+            status = make.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"make local still runs 30 s after Ctrl-C:\n{terminal.output}"
+            ) from None
+        left = session_processes(make.pid)
+        api_listens = accepts_connections(api_port)
+    output = terminal.output
 
     assert 0 == status, output
     assert "run-local: stopped" in output, output
@@ -214,22 +223,15 @@ def test_closing_the_terminal_stops_every_service_of_make_local(
 ) -> None:
     """A terminal closed under `make local` (the kernel's hangup: SIGHUP to make, the session's
     leader, and to the terminal's foreground group) leaves no collector or API running."""
-    api_port = free_port()
-    env = make_environment(local_cluster, api_port, tmp_path)
-    terminal = Terminal()
-    try:
-        with make_local(terminal, env) as make:
-            until_api_answers(make, terminal, api_port)
-            foreground = os.tcgetpgrp(terminal.master)
-            os.kill(make.pid, signal.SIGHUP)
-            os.killpg(foreground, signal.SIGHUP)
-            deadline = time.monotonic() + 30
-            while session_processes(make.pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            left = session_processes(make.pid)
-            api_listens = accepts_connections(api_port)
-    finally:
-        terminal.close()
+    with serving_make_local(local_cluster, tmp_path) as (make, terminal, api_port):
+        foreground = os.tcgetpgrp(terminal.master)
+        os.kill(make.pid, signal.SIGHUP)
+        os.killpg(foreground, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while session_processes(make.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = session_processes(make.pid)
+        api_listens = accepts_connections(api_port)
 
     assert {} == left, terminal.output
     assert not api_listens, f"the API still listens on {api_port}:\n{terminal.output}"
