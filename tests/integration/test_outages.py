@@ -114,9 +114,13 @@ async def test_a_database_stop_keeps_every_cycle_instant_once(
     assert {2 * PAIRS} == set(cycles.values())
     assert {2} == await runs_per_cycle(database_url)
     assert len(during) >= OUTAGE_SECONDS // INTERVAL.seconds - 1
-    # The writer says so once each way (upkeep caught by the cut may add its own warning).
-    assert 1 == stderr.count("keeping cycles in the spool"), stderr
-    assert 1 == stderr.count("database reachable again"), stderr
+    # The outage is in the log. The writer says so once each way when a write of its own
+    # fails; when the cut falls on upkeep (two 10 s pool timeouts, each logged as "database
+    # unreachable") its next write may just wait for the database to come back, and say
+    # nothing. Never a line per cycle either way.
+    assert "database unreachable" in stderr, stderr
+    went_down = stderr.count("keeping cycles in the spool")
+    assert went_down == stderr.count("database reachable again") <= 1, stderr
     assert "maximum number of running instances" not in stderr
     assert "Traceback" not in stderr
 
