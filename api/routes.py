@@ -235,8 +235,10 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 async def health(conn: Connection, state: State) -> Response[Health]:
     """`ok` with the newest tick's time and age, the storage mode and whether responses are
     cached; 503 with a reason when the newest tick is older than two collect intervals or the
-    collector set cycles aside (and, by the app's handler, when the DB is down)."""
-    cursor = await conn.execute(QUERIES["health"])
+    collector set cycles aside (and, by the app's handler, when the DB is down). A tick more
+    than one collect interval ahead of now does not count as fresh."""
+    ahead = state.settings.collect_interval_seconds
+    cursor = await conn.execute(QUERIES["health"], {"ahead": ahead})
     newest, age, set_aside = await cursor.fetchone() or (None, None, 0)
     mode = await detect_storage_mode(conn)
     compression = "available" if mode == "timescale" else "unavailable"
