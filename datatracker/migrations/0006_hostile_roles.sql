@@ -50,8 +50,9 @@ COMMENT ON CONSTRAINT ticks_exchange_time_range ON ticks IS
 -- Refuses a row that the trigger's condition found out of bounds, unless the writing role
 -- owns the table (migrate) or is a superuser. Called only for such rows: the condition is
 -- evaluated per row, the function almost never.
+-- Its search path is pinned: the writer's session must not choose what pg_class means.
 CREATE OR REPLACE FUNCTION refuse_out_of_bounds() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')
     THEN
