@@ -54,7 +54,7 @@ for run in "${runs[@]}"; do
   TEST_DATABASE_URL=$url "$python" -m pytest "$@" 2>&1 | tee "$log"
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] || status=1
-  counts=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$log" | tail -1 | sed -E 's/^=+ //; s/ in [0-9.]+s.*//')
+  counts=$(grep -E '^=+ .*(passed|failed|error|skipped).* in [0-9.]+s' "$log" | tail -1 | sed -E 's/^=+ //; s/ in [0-9.]+s.*//')
   summary+=("$name: ${counts:-no result (pytest exit $code)}")
   passed_total=$((passed_total + $(grep -oE '[0-9]+ passed' <<<"$counts" | awk '{s += $1} END {print s + 0}')))
   failed_total=$((failed_total + $(grep -oE '[0-9]+ (failed|errors?)' <<<"$counts" | awk '{s += $1} END {print s + 0}')))
