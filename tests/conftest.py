@@ -29,7 +29,7 @@ from datatracker.schema import migrate
 from datatracker.storage import StorageMode
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMESCALEDB_IMAGE = "timescale/timescaledb:2.28.3-pg17"
+TIMESCALEDB_IMAGE = "timescale/timescaledb:2.28.3-pg18"
 LOCAL_DB_SCRIPT = ROOT / "scripts" / "local-db.sh"
 # The service roles' passwords on test servers (db/create-users.sh creates the roles).
 ROLE_PASSWORDS = {"collector": "collector", "api": "api", "grafana": "grafana"}
