@@ -139,8 +139,14 @@ def test_the_installer_stops_before_an_upgrade(tmp_path: Path) -> None:
 
 
 def test_every_apt_install_of_the_scripts_refuses_upgrades() -> None:
-    """The scripts that make local runs as root install with --no-upgrade, every time."""
-    for script in ("local-db.sh", "install-timescaledb.sh"):
+    """The scripts that make local and CI run as root install with --no-upgrade, every time."""
+    scripts = (
+        "local-db.sh",
+        "install-timescaledb.sh",
+        "build-postgresql.sh",
+        "build-timescaledb-tsl.sh",
+    )
+    for script in scripts:
         lines = (ROOT / "scripts" / script).read_text().splitlines()
         installs = [line for line in lines if "apt-get install" in line and "echo" not in line]
         installs = [line for line in installs if not line.lstrip().startswith("#")]
