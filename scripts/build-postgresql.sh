@@ -52,7 +52,7 @@ say "fetching $suite's source index (a temporary apt configuration in $work)"
 apt-get "${apt[@]}" update -qq
 cd "$work"
 say "downloading postgresql-$major's source package"
-apt-get "${apt[@]}" source --download-only -qq "postgresql-$major" 2>&1 | grep -v unsandboxed >&2 || true
+apt-get "${apt[@]}" source --download-only -qq "postgresql-$major" >&2
 dpkg-source -x --no-check postgresql-"$major"_*.dsc src >/dev/null  # Debian's patches applied
 cd src
 say "building PostgreSQL $(dpkg-parsechangelog -S Version) for $prefix on $(nproc) cores"
