@@ -4,6 +4,7 @@
 #
 #   scripts/local-db.sh start    # install what is missing, start; prints the URL last
 #   scripts/local-db.sh stop | url | status | edition
+#   scripts/local-db.sh remove   # drop the cluster: its databases and all its configuration
 #
 # LOCAL_DB_EDITION picks the edition (each its own cluster and port):
 #   apache     (default) cluster `datatracker` on 5433 with `timescaledb.license = 'apache'`:
@@ -12,7 +13,7 @@
 #   timescale  cluster `datatracker_tsl` on 5434 with the Timescale-License features, as the
 #              official Docker image runs them. Needs a TimescaleDB build that has them
 #              (timescaledb-tsl-*.so); this script does not build one.
-# LOCAL_DB_PORT overrides the port. Progress goes to stderr; stdout carries only the URL, so
+# LOCAL_DB_PORT overrides the port, LOCAL_DB_CLUSTER the cluster's name. Progress goes to stderr; stdout carries only the URL, so
 # `url=$(scripts/local-db.sh start)`. The role `datatracker` is a superuser: it sets up
 # databases and roles; the services log in as their own roles (db/create-users.sh).
 set -euo pipefail
@@ -23,12 +24,15 @@ case $edition in
   timescale) cluster=datatracker_tsl; default_port=5434 ;;
   *) echo "LOCAL_DB_EDITION must be apache or timescale, not '$edition'" >&2; exit 2 ;;
 esac
+cluster=${LOCAL_DB_CLUSTER:-$cluster}
 port=${LOCAL_DB_PORT:-$default_port}
 url="postgresql://datatracker:datatracker@127.0.0.1:$port/datatracker"
 here=$(cd "$(dirname "$0")" && pwd)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+# From /: postgres may not enter the directory this runs in (a checkout under /root), and psql
+# would say so.
+as_postgres() { (cd / && if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi); }
 pg_major() { find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/postgres' 2>/dev/null | cut -d/ -f5 | sort -n | tail -1; }
 is_running() { pg_lsclusters -h "$(pg_major)" "$cluster" 2>/dev/null | grep -qw online; }
 has_tsl() { compgen -G "$(/usr/lib/postgresql/"$(pg_major)"/bin/pg_config --pkglibdir)/timescaledb-tsl-*.so" >/dev/null; }
@@ -87,11 +91,29 @@ start() {
   create_owner_and_database
 }
 
+# pg_dropcluster deletes the data directory and the configuration files it wrote itself, not
+# the conf.d file create_cluster added: that goes too, and the directories left empty.
+remove() {
+  local major; major=$(pg_major)
+  if [ -z "$major" ] || ! pg_lsclusters -h "$major" "$cluster" >/dev/null 2>&1; then
+    echo "no cluster $cluster: nothing to remove" >&2
+    return
+  fi
+  local config=/etc/postgresql/$major/$cluster _version _name cluster_port _status _owner data
+  read -r _version _name cluster_port _status _owner data _ < <(pg_lsclusters -h "$major" "$cluster")
+  echo "removing PostgreSQL cluster $cluster (port $cluster_port): its databases" \
+    "($data) and its configuration ($config); PostgreSQL and TimescaleDB stay installed" >&2
+  as_root pg_dropcluster --stop "$major" "$cluster"
+  as_root rm -f "$config/conf.d/datatracker.conf"
+  as_root rmdir --ignore-fail-on-non-empty "$config/conf.d" "$config"
+}
+
 case ${1:-} in
   start) start >&2; echo "$url" ;;
   stop) if is_running; then as_root pg_ctlcluster "$(pg_major)" "$cluster" stop; fi ;;
   url) echo "$url" ;;
   status) if is_running; then echo "running: $url ($edition edition)"; else echo "stopped"; exit 3; fi ;;
   edition) echo "$edition" ;;
-  *) echo "usage: $0 start|stop|url|status|edition" >&2; exit 2 ;;
+  remove) remove ;;
+  *) echo "usage: $0 start|stop|url|status|edition|remove" >&2; exit 2 ;;
 esac
