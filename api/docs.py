@@ -1,10 +1,11 @@
 """The documentation pages under /schema, whose scripts and styles the API serves itself.
 
 Redoc (at /schema and /schema/redoc) and Swagger UI (/schema/swagger) are their release
-builds, kept in api/static (its README says which versions, from where, under which licences):
-the pages render with no network access and the same on every install, where Litestar's
-defaults load an unpinned build from a CDN, and web fonts. A Content-Security-Policy keeps the
-pages to this server: Redoc's build would otherwise fetch its maker's logo from a CDN.
+builds, kept in api/schema-assets (its README says which versions, from where, under which
+licences): the pages render with no network access and the same on every install, where
+Litestar's defaults load an unpinned build from a CDN, and web fonts. A
+Content-Security-Policy keeps the pages to this server: Redoc's build would otherwise fetch
+its maker's logo from a CDN.
 """
 
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ CONTENT_SECURITY_POLICY = (
 
 
 # Redoc's and Swagger UI's files, one directory each.
-ASSETS_DIRECTORY = Path(__file__).resolve().parent / "static"
+ASSETS_DIRECTORY = Path(__file__).resolve().parent / "schema-assets"
 
 
 def assets_router() -> Router:

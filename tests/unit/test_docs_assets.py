@@ -1,16 +1,16 @@
-"""Redoc's and Swagger UI's files under api/static are the releases its README names: each
-file's SHA-256 matches the one recorded there, and no file is there unrecorded."""
+"""Redoc's and Swagger UI's files under api/schema-assets are the releases its README names:
+each file's SHA-256 matches the one recorded there, and no file is there unrecorded."""
 
 import hashlib
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STATIC = ROOT / "api" / "static"
+STATIC = ROOT / "api" / "schema-assets"
 
 
 def recorded_checksums() -> dict[str, str]:
-    """The `sha256  path` lines of api/static/README.md, by path."""
+    """The `sha256  path` lines of api/schema-assets/README.md, by path."""
     lines = re.findall(r"^([0-9a-f]{64})  (\S+)$", (STATIC / "README.md").read_text(), re.M)
     return {path: digest for digest, path in lines}
 
