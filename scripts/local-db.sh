@@ -55,7 +55,8 @@ create_cluster() {
   local major; major=$(pg_major)
   pg_lsclusters -h "$major" "$cluster" >/dev/null 2>&1 && return
   echo "creating PostgreSQL cluster $cluster on 127.0.0.1:$port ($edition edition)" >&2
-  as_root pg_createcluster "$major" "$cluster" --port "$port" >&2
+  # Its initdb transcript and its table of the new cluster (shown `down`, in red) are noise here.
+  as_root pg_createcluster "$major" "$cluster" --port "$port" >/dev/null
   # A conf.d file rather than `pg_createcluster -o`, which would write 127.0.0.1 unquoted.
   as_root tee "/etc/postgresql/$major/$cluster/conf.d/datatracker.conf" >/dev/null <<CONF
 listen_addresses = '127.0.0.1'
