@@ -39,5 +39,6 @@ apt=(apt-get -q -o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$wor
 say "reading the source index of Debian 13 (trixie) main from $mirror into $work (apt's own sources and lists untouched)"
 "${apt[@]}" update
 say "downloading $package's source package from trixie into $destination"
-(cd "$work/download" && "${apt[@]}" source --download-only "$package")
+# -qq: without the notice that the packaging is kept in a version control system.
+(cd "$work/download" && "${apt[@]}" -qq source --download-only "$package")
 mv "$work/download"/* "$destination"/
