@@ -4,6 +4,7 @@
 #
 #   scripts/local-db.sh start    # install what is missing, start; prints the URL last
 #   scripts/local-db.sh stop | url | status | edition | major   # major: its PostgreSQL major
+#   scripts/local-db.sh remove   # drop the cluster: its databases and all its configuration
 #
 # LOCAL_DB_EDITION picks the edition (each its own cluster and port):
 #   apache     (default) cluster `datatracker` on 5433 with `timescaledb.license = 'apache'`:
@@ -19,7 +20,8 @@
 # Each cluster runs on one PostgreSQL major, picked per cluster, never "the newest installed":
 # LOCAL_DB_PG_MAJOR if set; else N for timescale-pgN; else the major the cluster already has;
 # else the oldest major under /usr/lib/postgresql (the distribution's own; newer majors there
-# come from scripts/build-postgresql.sh). LOCAL_DB_PORT overrides the port. Progress goes to stderr; stdout carries only the URL, so
+# come from scripts/build-postgresql.sh). LOCAL_DB_PORT overrides the port, LOCAL_DB_CLUSTER
+# the cluster's name. Progress goes to stderr; stdout carries only the URL, so
 # `url=$(scripts/local-db.sh start)`. The role `datatracker` is a superuser: it sets up
 # databases and roles; the services log in as their own roles (db/create-users.sh).
 set -euo pipefail
@@ -32,12 +34,15 @@ case $edition in
   *) echo "LOCAL_DB_EDITION must be apache, timescale or timescale-pgN, not '$edition'" >&2; exit 2 ;;
 esac
 license=${edition%%-*}  # timescaledb.license: apache or timescale
+cluster=${LOCAL_DB_CLUSTER:-$cluster}
 port=${LOCAL_DB_PORT:-$default_port}
 url="postgresql://datatracker:datatracker@127.0.0.1:$port/datatracker"
 here=$(cd "$(dirname "$0")" && pwd)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+# From /: postgres may not enter the directory this runs in (a checkout under /root), and psql
+# would say so.
+as_postgres() { (cd / && if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi); }
 installed_majors() { find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/postgres' 2>/dev/null | cut -d/ -f5 | sort -n; }
 pg_major() {
   if [ -n "${LOCAL_DB_PG_MAJOR:-}" ]; then echo "$LOCAL_DB_PG_MAJOR"
@@ -81,7 +86,8 @@ create_cluster() {
   local major; major=$(pg_major)
   pg_lsclusters -h "$major" "$cluster" >/dev/null 2>&1 && return
   echo "creating PostgreSQL cluster $cluster on 127.0.0.1:$port ($edition edition)" >&2
-  as_root pg_createcluster "$major" "$cluster" --port "$port" >&2
+  # Its initdb transcript and its table of the new cluster (shown `down`, in red) are noise here.
+  as_root pg_createcluster "$major" "$cluster" --port "$port" >/dev/null
   # A conf.d file rather than `pg_createcluster -o`, which would write 127.0.0.1 unquoted.
   as_root tee "/etc/postgresql/$major/$cluster/conf.d/datatracker.conf" >/dev/null <<CONF
 listen_addresses = '127.0.0.1'
@@ -117,6 +123,23 @@ start() {
   create_owner_and_database
 }
 
+# pg_dropcluster deletes the data directory and the configuration files it wrote itself, not
+# the conf.d file create_cluster added: that goes too, and the directories left empty.
+remove() {
+  local major; major=$(pg_major)
+  if [ -z "$major" ] || ! pg_lsclusters -h "$major" "$cluster" >/dev/null 2>&1; then
+    echo "no cluster $cluster: nothing to remove" >&2
+    return
+  fi
+  local config=/etc/postgresql/$major/$cluster _version _name cluster_port _status _owner data
+  read -r _version _name cluster_port _status _owner data _ < <(pg_lsclusters -h "$major" "$cluster")
+  echo "removing PostgreSQL cluster $cluster (port $cluster_port): its databases" \
+    "($data) and its configuration ($config); PostgreSQL and TimescaleDB stay installed" >&2
+  as_root pg_dropcluster --stop "$major" "$cluster"
+  as_root rm -f "$config/conf.d/datatracker.conf"
+  as_root rmdir --ignore-fail-on-non-empty "$config/conf.d" "$config"
+}
+
 case ${1:-} in
   start) start >&2; echo "$url" ;;
   stop) if is_running; then as_root pg_ctlcluster "$(pg_major)" "$cluster" stop; fi ;;
@@ -124,5 +147,6 @@ case ${1:-} in
   status) if is_running; then echo "running: $url ($edition edition, PostgreSQL $(pg_major))"; else echo "stopped"; exit 3; fi ;;
   edition) echo "$edition" ;;
   major) pg_major ;;
-  *) echo "usage: $0 start|stop|url|status|edition|major" >&2; exit 2 ;;
+  remove) remove ;;
+  *) echo "usage: $0 start|stop|url|status|edition|major|remove" >&2; exit 2 ;;
 esac
