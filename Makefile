@@ -10,9 +10,10 @@ install:  ## install datatracker with development tools, at the pinned versions
 db:  ## start a local TimescaleDB (Debian/Ubuntu; installs what is missing) and print its URL
 	scripts/local-db.sh start
 
-db-remove:  ## drop both local clusters (databases and configuration); PostgreSQL and TimescaleDB stay installed
+db-remove:  ## drop the local clusters (databases and configuration); PostgreSQL and TimescaleDB stay installed
 	LOCAL_DB_EDITION=apache scripts/local-db.sh remove
 	LOCAL_DB_EDITION=timescale scripts/local-db.sh remove
+	LOCAL_DB_EDITION=timescale-pg18 scripts/local-db.sh remove
 
 initdb:  ## apply the schema's migrations to DATABASE_URL (as its owner)
 	$(PYTHON) -m datatracker migrate
