@@ -20,6 +20,7 @@ Every method is a short blocking SQLite call: the async side runs them in a thre
 to seconds on a busy disk. One connection is shared, so a lock serialises the calls.
 """
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -165,8 +166,9 @@ def lock_spool(directory: Path) -> int:
             f"spool {directory} is in use by another collector (pid {holder}): stop it, "
             "or give this one its own SPOOL_DIR"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # the pid is for the message only; a full disk may refuse
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
