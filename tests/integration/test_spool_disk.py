@@ -123,6 +123,8 @@ async def test_a_spool_that_cannot_be_written_loses_no_cycle(
     assert 1 == stderr.count("cannot be written") == stderr.count("written again"), stderr
     assert "Traceback" not in stderr
     assert "lost" not in stderr
+    failing = stderr.split("cannot be written", 1)[1].split("written again", 1)[0]
+    assert "ticks written" in failing, stderr  # straight to the database meanwhile
 
 
 async def test_the_spool_stays_within_its_bound_on_a_small_disk(
