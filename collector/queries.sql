@@ -128,3 +128,9 @@ SELECT refresh_rankings() AS ranked;
 INSERT INTO set_aside_cycles (time, set_aside_at, error, traceback, exchanges, ticks)
 VALUES (%(time)s, %(set_aside_at)s, %(error)s, %(traceback)s, %(exchanges)s, %(ticks)s)
 ON CONFLICT DO NOTHING;
+
+-- name: write_horizon
+-- The oldest instant a service may write ticks at, as the database refuses older ones (the
+-- stored raw retention, migration 0006), ten minutes inside it so that a batch fetched and
+-- written a while later is not refused as the horizon moves on: (horizon).
+SELECT now() - raw_retention + INTERVAL '10 minutes' AS horizon FROM storage_settings;
