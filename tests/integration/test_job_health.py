@@ -1,0 +1,198 @@
+"""TimescaleDB's jobs watched: /health reports a job whose last run failed or that has not
+succeeded within twice its schedule, with its error, and answers 503 after
+HEALTH_JOB_FAILURES failures in a row; job_states() gives every job's state for /metrics.
+The API reads them as its own role."""
+
+import httpx
+import psycopg
+import pytest
+
+from api.jobs import job_states
+from datatracker.settings import load_settings
+from tests.api_server import serve_api
+from tests.integration.background_jobs import (
+    FAILING_ACTION_ERROR,
+    add_failing_action,
+    latest_error,
+    run_in_background,
+)
+
+POLICIES = [
+    "policy_compression:ticks",
+    "policy_refresh_continuous_aggregate:candles_1h",
+    "policy_refresh_continuous_aggregate:candles_5m",
+    "policy_retention:candles_1h",
+    "policy_retention:candles_5m",
+    "policy_retention:ticks",
+]
+
+
+def reported(body: dict[str, object], job_id: int) -> dict[str, object]:
+    """The entry /health's `jobs` holds for `job_id` (the test fails when there is none)."""
+    jobs = body["jobs"]
+    assert isinstance(jobs, list)
+    (entry,) = [job for job in jobs if job["job_id"] == job_id]
+    return dict(entry)
+
+
+@pytest.mark.edition("timescale")
+async def test_a_failing_job_is_reported_with_its_error_and_fails_health_at_the_third(
+    database_url: str, api_url: str
+) -> None:
+    """A job that really fails is listed with its error after one failure (still 200), and
+    /health answers 503 naming it once it has failed HEALTH_JOB_FAILURES (3) times in a row."""
+    job_id = await add_failing_action(database_url)
+    statuses, failures = [], []
+    async with serve_api(load_settings(_env_file=None, database_url=api_url)) as api:
+        for _ in range(3):
+            await run_in_background(database_url, job_id)
+            response = await api.get("/health")
+            statuses.append(response.status_code)
+            failures.append(reported(response.json(), job_id)["consecutive_failures"])
+        body = response.json()
+
+    entry = reported(body, job_id)
+    assert FAILING_ACTION_ERROR == await latest_error(database_url, job_id)
+    assert [200, 200, 503] == statuses
+    assert [1, 2, 3] == failures
+    assert (f"public.failing_action:{job_id}", "Failed", None, FAILING_ACTION_ERROR) == (
+        entry["job"],
+        entry["last_run_status"],
+        entry["last_success"],
+        entry["error"],
+    )
+    assert "failing" == body["status"]
+    assert (
+        f"TimescaleDB job public.failing_action:{job_id}: 3 failures in a row, the last: "
+        f"{FAILING_ACTION_ERROR}"
+    ) == body["reason"]
+
+
+@pytest.mark.edition("timescale")
+async def test_health_job_failures_sets_how_many_failures_fail_health(
+    database_url: str, api_url: str
+) -> None:
+    """With HEALTH_JOB_FAILURES=1 a single failure of a job makes /health answer 503."""
+    job_id = await add_failing_action(database_url)
+    await run_in_background(database_url, job_id)
+    settings = load_settings(_env_file=None, database_url=api_url, health_job_failures=1)
+
+    async with serve_api(settings) as api:
+        response = await api.get("/health")
+
+    assert 503 == response.status_code
+    assert f"public.failing_action:{job_id}: 1 failures in a row" in response.json()["reason"]
+
+
+@pytest.mark.edition("timescale")
+async def test_a_paused_job_is_listed_but_never_fails_health(
+    database_url: str, api: httpx.AsyncClient
+) -> None:
+    """A job paused after 3 failures in a row (as when its work is run from cron instead) is
+    still listed, with its failures, but /health answers 200."""
+    job_id = await add_failing_action(database_url)
+    for _ in range(3):
+        await run_in_background(database_url, job_id)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("SELECT alter_job(%s, scheduled => false)", [job_id])
+
+    response = await api.get("/health")
+
+    entry = reported(response.json(), job_id)
+    assert (200, "ok", None) == (
+        response.status_code,
+        response.json()["status"],
+        response.json()["reason"],
+    )
+    assert (False, 3, FAILING_ACTION_ERROR) == (
+        entry["scheduled"],
+        entry["consecutive_failures"],
+        entry["error"],
+    )
+
+
+@pytest.mark.edition("timescale")
+async def test_a_policy_not_succeeded_within_twice_its_schedule_is_overdue(
+    database_url: str, api: httpx.AsyncClient
+) -> None:
+    """A refresh policy given a 1-second schedule but kept from running for an hour has not
+    succeeded within twice its schedule: /health lists it as overdue, still 200."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            " AND hypertable_name = 'candles_5m'"
+        )
+        (job_id,) = await cursor.fetchone() or (None,)
+        await conn.execute(
+            "SELECT alter_job(%s, schedule_interval => INTERVAL '1 second',"
+            " next_start => now() + INTERVAL '1 hour')",
+            [job_id],
+        )
+    assert isinstance(job_id, int)
+
+    response = await api.get("/health")
+
+    entry = reported(response.json(), job_id)
+    assert (200, "ok") == (response.status_code, response.json()["status"])
+    assert ("policy_refresh_continuous_aggregate:candles_5m", True, 1.0) == (
+        entry["job"],
+        entry["overdue"],
+        entry["schedule_seconds"],
+    )
+
+
+@pytest.mark.edition("timescale")
+async def test_the_api_role_sees_job_errors_only_through_job_health(
+    database_url: str, api_url: str
+) -> None:
+    """TimescaleDB's job_errors hides a failure from the api role; job_health() (migration
+    0007) shows it the error the database's owner sees."""
+    job_id = await add_failing_action(database_url)
+    await run_in_background(database_url, job_id)
+
+    async with await psycopg.AsyncConnection.connect(api_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM timescaledb_information.job_errors WHERE job_id = %s", [job_id]
+        )
+        hidden = await cursor.fetchone()
+        cursor = await conn.execute("SELECT error FROM job_health() WHERE job_id = %s", [job_id])
+        shown = await cursor.fetchone()
+
+    assert (0,) == hidden
+    assert (FAILING_ACTION_ERROR,) == shown
+
+
+@pytest.mark.edition("timescale")
+async def test_job_states_give_every_jobs_state_for_metrics(
+    database_url: str, api_url: str
+) -> None:
+    """job_states(), as the api role, lists the six policies and a failing action with what
+    /metrics exports: last run success, failures in a row, last success time."""
+    job_id = await add_failing_action(database_url)
+    await run_in_background(database_url, job_id)
+    await run_in_background(database_url, job_id)
+
+    async with await psycopg.AsyncConnection.connect(api_url, autocommit=True) as conn:
+        states = await job_states(conn)
+
+    (action,) = [state for state in states if state.job_id == job_id]
+    assert POLICIES == sorted(state.name for state in states if state.relation)
+    assert (f"public.failing_action:{job_id}", False, 2, None) == (
+        action.name,
+        action.last_run_success,
+        action.consecutive_failures,
+        action.last_success_timestamp_seconds,
+    )
+
+
+@pytest.mark.edition("apache")
+async def test_the_apache_edition_has_no_jobs(api_url: str, api: httpx.AsyncClient) -> None:
+    """On the Apache edition /health says apache mode and lists no jobs; job_states() is
+    empty, as the api role."""
+    body = (await api.get("/health")).json()
+    async with await psycopg.AsyncConnection.connect(api_url, autocommit=True) as conn:
+        states = await job_states(conn)
+
+    assert ("ok", "apache", []) == (body["status"], body["storage_mode"], body["jobs"])
+    assert [] == states
