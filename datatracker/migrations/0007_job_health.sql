@@ -5,7 +5,11 @@
 -- job_errors; but job_errors (like job_history) shows a run only to the database's owner and
 -- the job's owner, so the readers would see failures without their error. job_health() reads
 -- them with its owner's rights (the database's owner, who runs migrate) and returns only what
--- /health and Grafana show. It reads, never writes.
+-- /health and Grafana show. It reads, never writes. It reads the history under those views
+-- (_timescaledb_internal.bgw_job_stat_history) through its index on (job_id, start): the
+-- views are scanned whole (TimescaleDB keeps up to 1,000 failures and 1,000 successes a job
+-- for a month), which took about a second with 20,000 runs recorded. The error is shown as
+-- job_errors shows it: the message, then the detail and hint when there are.
 --
 -- The jobs reported are the project's: every job on a relation (retention, compression and
 -- continuous-aggregate refresh policies) and every user-defined action, not TimescaleDB's
@@ -53,14 +57,22 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
            coalesce(s.total_failures, 0),
            CASE WHEN s.next_start > '-infinity' THEN s.next_start END,
            CASE WHEN s.last_run_status = 'Failed' THEN
-               (SELECT e.err_message FROM timescaledb_information.job_errors AS e
-                WHERE e.job_id = j.job_id ORDER BY e.start_time DESC LIMIT 1)
+               (SELECT CASE WHEN h.pid IS NULL AND h.execution_finish IS NULL
+                            THEN 'job crash detected, see server logs'
+                            ELSE concat_ws('. ', h.data -> 'error_data' ->> 'message',
+                                           h.data -> 'error_data' ->> 'detail',
+                                           h.data -> 'error_data' ->> 'hint')
+                       END
+                FROM _timescaledb_internal.bgw_job_stat_history AS h
+                WHERE h.job_id = j.job_id
+                  AND (h.succeeded IS FALSE OR (h.succeeded IS NULL AND h.pid IS NULL))
+                ORDER BY h.execution_start DESC LIMIT 1)
            END,
            coalesce(s.last_run_status = 'Failed', false),
            now() > coalesce(
                success.at,
-               (SELECT min(h.start_time) FROM timescaledb_information.job_history AS h
-                WHERE h.job_id = j.job_id),
+               (SELECT h.execution_start FROM _timescaledb_internal.bgw_job_stat_history AS h
+                WHERE h.job_id = j.job_id ORDER BY h.execution_start LIMIT 1),
                greatest(j.initial_start, pg_postmaster_start_time())
            ) + 2 * j.schedule_interval
     FROM timescaledb_information.jobs AS j
