@@ -8,8 +8,8 @@
 -- /health and Grafana show. It reads, never writes. It reads the history under those views
 -- (_timescaledb_internal.bgw_job_stat_history) through its index on (job_id, start): the
 -- views are scanned whole (TimescaleDB keeps up to 1,000 failures and 1,000 successes a job
--- for a month), which took about a second with 20,000 runs recorded. The error is shown as
--- job_errors shows it: the message, then the detail and hint when there are.
+-- for a month), which took about a second with 20,000 runs recorded. The error is the
+-- message, then its detail and hint when it has them, joined by '. '.
 --
 -- The jobs reported are the project's: every job on a relation (retention, compression and
 -- continuous-aggregate refresh policies) and every user-defined action, not TimescaleDB's
