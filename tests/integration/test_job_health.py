@@ -3,6 +3,8 @@ succeeded within twice its schedule, with its error, and answers 503 after
 HEALTH_JOB_FAILURES failures in a row; job_states() gives every job's state for /metrics.
 The API reads them as its own role."""
 
+import asyncio
+
 import httpx
 import psycopg
 import pytest
@@ -108,8 +110,9 @@ async def test_a_paused_job_is_listed_but_never_fails_health(
 async def test_a_policy_not_succeeded_within_twice_its_schedule_is_overdue(
     database_url: str, api: httpx.AsyncClient
 ) -> None:
-    """A refresh policy given a 1-second schedule but kept from running for an hour has not
-    succeeded within twice its schedule: /health lists it as overdue, still 200."""
+    """A refresh policy given a 1-second schedule but kept from running for an hour (as when
+    no scheduler runs it) has not succeeded within twice its schedule 2.5 s later: /health
+    lists it as overdue, scheduled, still 200."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         cursor = await conn.execute(
             "SELECT job_id FROM timescaledb_information.jobs"
@@ -117,22 +120,39 @@ async def test_a_policy_not_succeeded_within_twice_its_schedule_is_overdue(
             " AND hypertable_name = 'candles_5m'"
         )
         (job_id,) = await cursor.fetchone() or (None,)
+        # Paused first, so that a run under way ends before the new schedule is set.
+        await conn.execute("SELECT alter_job(%s, scheduled => false)", [job_id])
+        await until_not_running(conn, job_id)
         await conn.execute(
             "SELECT alter_job(%s, schedule_interval => INTERVAL '1 second',"
-            " next_start => now() + INTERVAL '1 hour')",
+            " next_start => now() + INTERVAL '1 hour', scheduled => true)",
             [job_id],
         )
-    assert isinstance(job_id, int)
+    await asyncio.sleep(2.5)
 
     response = await api.get("/health")
 
     entry = reported(response.json(), job_id)
     assert (200, "ok") == (response.status_code, response.json()["status"])
-    assert ("policy_refresh_continuous_aggregate:candles_5m", True, 1.0) == (
+    assert ("policy_refresh_continuous_aggregate:candles_5m", True, True, 1.0) == (
         entry["job"],
         entry["overdue"],
+        entry["scheduled"],
         entry["schedule_seconds"],
     )
+
+
+async def until_not_running(conn: psycopg.AsyncConnection, job_id: int) -> None:
+    """Wait (up to 10 s) until no background run of the job is under way."""
+    for _ in range(50):
+        cursor = await conn.execute(
+            "SELECT job_status FROM timescaledb_information.job_stats WHERE job_id = %s",
+            [job_id],
+        )
+        if await cursor.fetchone() != ("Running",):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"job {job_id} was still running after 10 s")
 
 
 @pytest.mark.edition("timescale")
