@@ -230,7 +230,7 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 
 @get(
     "/health",
-    summary="Database reachability, freshness of the data, TimescaleDB's jobs",
+    summary="Database reachability and freshness of the data",
     responses={
         503: ResponseSpec(Health, description="Stale data, cycles set aside or a job failing")
     },
