@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Never
+from typing import Never, TextIO
 
 from psycopg_pool import AsyncConnectionPool
 from tqdm import tqdm
@@ -119,8 +119,7 @@ async def write_grids(
     """
     writer = GridWriter()
     fetched = written = 0
-    with progress_bar("minute") as progress:
-        progress.total = minutes
+    with progress_bar("minute", minutes) as progress:
         async with (
             ahead(grids) as computed,
             behind(candles) as follow,
@@ -207,6 +206,10 @@ async def ahead(grids: AsyncIterator[TickGrid]) -> AsyncIterator[AsyncIterator[T
             await computing
 
 
-def progress_bar(unit: str) -> "tqdm[Never]":
-    """A progress bar on stderr, shown only on a terminal."""
-    return tqdm(desc="backfill", unit=unit, disable=None, file=sys.stderr)
+def progress_bar(unit: str, total: int | None = None, file: TextIO | None = None) -> "tqdm[Never]":
+    """A progress bar on stderr (or `file`), shown only on a terminal and cleared when done:
+    the log line that follows says what was written. Left in place, its last state would be
+    drawn twice (by the last update, then again on closing), which a terminal's log shows."""
+    return tqdm(
+        desc="backfill", unit=unit, total=total, disable=None, leave=False, file=file or sys.stderr
+    )

@@ -29,7 +29,7 @@ from datatracker.schema import migrate
 from datatracker.storage import StorageMode
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMESCALEDB_IMAGE = "timescale/timescaledb:2.28.3-pg17"
+TIMESCALEDB_IMAGE = "timescale/timescaledb:2.28.3-pg18"
 LOCAL_DB_SCRIPT = ROOT / "scripts" / "local-db.sh"
 # The service roles' passwords on test servers (db/create-users.sh creates the roles).
 ROLE_PASSWORDS = {"collector": "collector", "api": "api", "grafana": "grafana"}
@@ -42,6 +42,7 @@ class Server:
     url: str
     source: str
     version: str
+    postgresql: str  # the server's PostgreSQL version, e.g. '17.6'
     edition: StorageMode  # 'timescale' (Timescale License) or 'apache'
 
     def describe(self) -> str:
@@ -49,8 +50,8 @@ class Server:
         address = conninfo_to_dict(self.url)
         where = f"{address.get('host', 'localhost')}:{address.get('port', 5432)}"
         return (
-            f"{self.source} at {where}: TimescaleDB {self.version}, "
-            f"{self.edition} edition ({licence})"
+            f"{self.source} at {where}: PostgreSQL {self.postgresql}, "
+            f"TimescaleDB {self.version}, {self.edition} edition ({licence})"
         )
 
 
@@ -86,15 +87,16 @@ def docker_answers() -> bool:
 
 
 def describe_server(url: str, source: str) -> Server:
-    """What the server at `url` runs: TimescaleDB's version and edition."""
+    """What the server at `url` runs: PostgreSQL's version, TimescaleDB's version and edition."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT default_version, current_setting('timescaledb.license', true)"
+            "SELECT default_version, current_setting('timescaledb.license', true),"
+            " split_part(current_setting('server_version'), ' ', 1)"
             " FROM pg_available_extensions WHERE name = 'timescaledb'"
         ).fetchone()
     if row is None:
         raise RuntimeError(f"{source}: the server has no TimescaleDB extension")
-    return Server(url, source, row[0], "timescale" if row[1] == "timescale" else "apache")
+    return Server(url, source, row[0], row[2], "timescale" if row[1] == "timescale" else "apache")
 
 
 @functools.cache
