@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     api_max_connections: int = Field(default=4096, ge=1, le=1_000_000)
     api_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
     api_header_timeout_seconds: float = Field(default=10, gt=0, le=3600)
+    # /health answers 503 once a TimescaleDB job has failed this many times in a row.
+    health_job_failures: int = Field(default=3, ge=1, le=1000)
 
     @field_validator("supported_exchanges", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ def test_defaults(environment: pytest.MonkeyPatch) -> None:
     assert ("binance", "coinbase", "kraken", "bitstamp", "okx") == settings.supported_exchanges
     assert 60 == settings.collect_interval_seconds
     assert "live" == settings.price_source
+    assert 3 == settings.health_job_failures
 
 
 def test_exchanges_are_comma_separated_and_normalised(environment: pytest.MonkeyPatch) -> None:
