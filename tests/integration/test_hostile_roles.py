@@ -221,7 +221,8 @@ READ_TABLES = [
         "ticks",
     )
 ]
-READER_HOLDS = sorted(READ_FUNCTIONS + READ_TABLES)
+# job_health() (migration 0007) reads TimescaleDB's job history with its owner's rights.
+READER_HOLDS = sorted([*READ_FUNCTIONS, *READ_TABLES, "function job_health()"])
 COLLECTOR_HOLDS = sorted(
     [
         *READER_HOLDS,
