@@ -4,10 +4,10 @@ psycopg_pool on its own retries a failed connection with a doubling pause (1, 2,
 for up to `reconnect_timeout`, 5 minutes by default) and lets every request wait its whole
 timeout meanwhile: after a 60 s outage the next attempt could come a minute after the
 database was back, and each request took the full wait before its 503. Here the pool gives
-up a failed connection at once (`reconnect_timeout=0`), the failure opens the circuit, and
-while it is open every request is refused at once with `DatabaseDown`; a background probe
-connects every `PROBE_SECONDS` and, once one succeeds, closes the circuit and refills the
-pool with fresh connections.
+up a failed connection at once (`reconnect_timeout=0`) and starts a probe; when the probe
+cannot connect either, the circuit opens, and while it is open every request is refused at
+once with `DatabaseDown`. The probe connects every `PROBE_SECONDS` and, once it succeeds,
+closes the circuit and refills the pool with fresh connections.
 """
 
 import asyncio
