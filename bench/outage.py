@@ -7,9 +7,9 @@ roles and an hour of simulated prices (`python -m collector backfill`, as `colle
 to `--clients` closed-loop keep-alive clients while, `--runs` times, the cluster is stopped
 (`pg_ctl stop -m fast`) for `--outage-seconds` and started again (`pg_ctl start -w`, which
 returns once it accepts connections). Per run: the slowest answer while it was stopping; the
-answers while it was stopped (statuses, p50, p99 and max latency) and, from the moment it
-accepted connections again, the time to the first 200 and to the last answer that was not a
-200. The worst run is what counts.
+answers while it was stopped (statuses; p50, p99 and max latency of the 503s) and, from the
+moment it accepted connections again, the time to the first 200 and to the last answer that
+was not a 200. The worst run is what counts.
 """
 
 import argparse
@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from datatracker.schema import migrate
 from tests.conftest import as_role, bootstrap, execute
 from tests.private_cluster import PrivateCluster, private_cluster
 
-# Load before the stop and after the start, around the outage.
-BEFORE_SECONDS, AFTER_SECONDS = 3.0, 15.0
+# Load before the stop, around the outage.
+BEFORE_SECONDS = 3.0
 
 
 def seed(url: str, pairs: int) -> list[str]:
@@ -57,19 +57,28 @@ def seed(url: str, pairs: int) -> list[str]:
     return [f"/prices/{exchange}/{symbol}" for exchange, symbol in rows]
 
 
+def count(statuses: Iterable[int]) -> dict[int, int]:
+    """How many of each status."""
+    counts: dict[int, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def summarise_run(tally: Tally, stopping: float, stopped: float, ready: float) -> dict[str, Any]:
     """The answers to requests sent while the database was stopping, and while it was
     stopped until it accepted connections again; the times from then to the first 200 and
     past the last answer but 200."""
     answers = list(zip(tally.sent_at, tally.latencies, tally.answered, strict=True))
     stopping_ms = [seconds * 1000 for sent, seconds, _ in answers if stopping <= sent < stopped]
+    stopping_statuses = count(status for sent, _, status in answers if stopping <= sent < stopped)
+    after_statuses = count(status for sent, _, status in answers if sent >= ready)
     during = sorted(
-        (seconds, status) for sent, seconds, status in answers if stopped <= sent < ready
+        (seconds, status, sent) for sent, seconds, status in answers if stopped <= sent < ready
     )
-    latencies = [seconds for seconds, _ in during]
-    statuses: dict[int, int] = {}
-    for _, status in during:
-        statuses[status] = statuses.get(status, 0) + 1
+    refused = [(seconds, sent) for seconds, status, sent in during if status == 503]
+    latencies = [seconds for seconds, _ in refused]
+    statuses = count(status for _, status, _ in during)
     after = sorted((sent + seconds, status) for sent, seconds, status in answers if sent >= ready)
     first_ok = next((done for done, status in after if status == 200), None)
     last_not_ok = max((done for done, status in after if status != 200), default=ready)
@@ -77,14 +86,21 @@ def summarise_run(tally: Tally, stopping: float, stopped: float, ready: float) -
         "stopping_seconds": stopped - stopping,
         "stopping_requests": len(stopping_ms),
         "stopping_max_ms": max(stopping_ms, default=None),
+        "stopping_statuses": stopping_statuses,
         "during_requests": len(during),
         "during_statuses": statuses,
         "during_p50_ms": stats.percentile(latencies, 0.5) * 1000 if latencies else None,
         "during_p99_ms": stats.percentile(latencies, 0.99) * 1000 if latencies else None,
         "during_max_ms": latencies[-1] * 1000 if latencies else None,
+        # When the slowest 503 was sent, in seconds since the stop (the outage's length: ready).
+        "during_max_sent_s": refused[-1][1] - stopped if refused else None,
+        "ready_after_stop_s": ready - stopped,
+        # Of any status: a request sent as the server came back may wait for a connection.
+        "during_slowest_ms": during[-1][0] * 1000 if during else None,
         "first_200_s": None if first_ok is None else max(0.0, first_ok - ready),
         "all_200_after_s": last_not_ok - ready,
         "after_requests": len(after),
+        "after_statuses": after_statuses,
     }
 
 
@@ -93,7 +109,7 @@ async def one_outage(
 ) -> dict[str, Any]:
     """Load the API, stop the cluster for the outage, start it, keep loading; summarise."""
     tally = Tally()
-    seconds = BEFORE_SECONDS + args.outage_seconds + AFTER_SECONDS + 5
+    seconds = BEFORE_SECONDS + args.outage_seconds + args.after_seconds + 5
     load = asyncio.create_task(
         run_load(
             port, paths, clients=args.clients, seconds=seconds, max_requests=10**9, tally=tally
@@ -123,15 +139,13 @@ def worst(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "stopping_max_ms": largest("stopping_max_ms"),
         "during_p99_ms": largest("during_p99_ms"),
         "during_max_ms": largest("during_max_ms"),
+        "during_slowest_ms": largest("during_slowest_ms"),
         "first_200_s": None
         if any(run["first_200_s"] is None for run in runs)
         else largest("first_200_s"),
         "all_200_after_s": largest("all_200_after_s"),
         "non_503_during": sum(
-            count
-            for run in runs
-            for status, count in run["during_statuses"].items()
-            if int(status) != 503
+            n for run in runs for status, n in run["during_statuses"].items() if int(status) != 503
         ),
     }
 
@@ -152,8 +166,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(run)
                 print(
                     f"run {number}: stopping {run['stopping_seconds']:.2f} s "
+                    f"{run['stopping_statuses']} "
                     f"(max {run['stopping_max_ms']} ms); during {run['during_statuses']} "
-                    f"p99 {run['during_p99_ms']:.1f} ms max {run['during_max_ms']:.1f} ms; "
+                    f"503 p99 {run['during_p99_ms']:.1f} ms max {run['during_max_ms']:.1f} ms "
+                    f"(slowest of all {run['during_slowest_ms']:.1f} ms); "
                     f"first 200 after {run['first_200_s']} s, "
                     f"all 200 after {run['all_200_after_s']:.2f} s",
                     flush=True,
@@ -165,6 +181,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "workers": args.workers,
         "outage_seconds": args.outage_seconds,
+        "after_seconds": args.after_seconds,
         "pairs": 2 * args.pairs,
         "machine": measured_on,
         "runs": runs,
@@ -177,6 +194,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--edition", choices=["apache", "timescale"], default="apache")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--outage-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--after-seconds", type=float, default=15.0, help="load after the start, at least"
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="API_WORKERS")
     parser.add_argument("--pairs", type=int, default=50, help="pairs per exchange (2 exchanges)")
