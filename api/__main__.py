@@ -7,6 +7,7 @@ import os
 import uvicorn
 
 from api.app import create_app
+from api.parent import exit_with_parent
 from api.server import Protocol, allow_open_files, server_options
 from datatracker.logs import configure_logging
 from datatracker.settings import Settings, load_settings
@@ -21,6 +22,7 @@ def workers(settings: Settings) -> int:
 
 def app_from_environment() -> object:
     """The app as each worker process builds it, from the environment's settings."""
+    exit_with_parent()
     settings = load_settings()
     configure_logging(settings.log_level)
     Protocol.header_timeout = settings.api_header_timeout_seconds

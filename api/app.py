@@ -22,7 +22,7 @@ from api.errors import bad_request
 from api.rankings import rankings
 from api.routes import health, price_history, provide_connection
 from api.windows import PriceWindows
-from datatracker.database import create_pool
+from datatracker.database import create_pool, redact_dsn
 from datatracker.settings import Settings
 
 log = logging.getLogger("api")
@@ -54,6 +54,16 @@ async def log_server_error(error: Exception, scope: Scope) -> None:
     log.error("%s %s failed", scope.get("method", ""), scope.get("path", ""), exc_info=error)
 
 
+def database_went_down(reason: str) -> None:
+    """The one line of an outage's start: from now on requests get 503 at once."""
+    log.error("database unreachable (%s): answering 503 until it is back", redact_dsn(reason))
+
+
+def database_came_back(seconds: float) -> None:
+    """The one line of an outage's end."""
+    log.warning("database reachable again after %.0f s: serving", seconds)
+
+
 def create_app(settings: Settings) -> Litestar:
     """The API app; its connection pool opens and closes with the app's lifespan."""
     pool = create_pool(
@@ -61,6 +71,8 @@ def create_app(settings: Settings) -> Litestar:
         max_size=settings.db_pool_max_size,
         name="api",
         timeout=CONNECTION_WAIT_SECONDS,
+        on_down=database_went_down,
+        on_up=database_came_back,
     )
 
     windows = PriceWindows(max_bytes=int(settings.api_windows_mb * 2**20))

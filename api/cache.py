@@ -179,7 +179,8 @@ class ResponseCache:
                 except (psycopg.Error, TimeoutError) as error:
                     reason = str(error).strip().splitlines()[0] if str(error) else "no answer"
                     if self._listening or not said_off:
-                        log.warning(
+                        # INFO: the outage has its own line each way (api.app).
+                        log.info(
                             "response cache off until the database is back: %s", redact_dsn(reason)
                         )
                         said_off = True

@@ -350,7 +350,12 @@ class PriceWindows:
     def _listener_has_input(self) -> bool:
         if self._listener_socket < 0:
             return False
-        readable, _, _ = select.select([self._listener_socket], [], [], 0)
+        try:
+            readable, _, _ = select.select([self._listener_socket], [], [], 0)
+        except (OSError, ValueError):
+            # Closed under us (the database went away) before the listener saw it and stopped
+            # the windows: nothing more will be announced on it.
+            return False
         return bool(readable)
 
     async def start(self, conn: AsyncConnection) -> None:

@@ -23,6 +23,8 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     # When each answered request was sent (time.monotonic()), in the order of `latencies`.
     sent_at: list[float] = field(default_factory=list)
+    # Each answered request's status, in the order of `latencies`.
+    answered: list[int] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
     sent: int = 0
@@ -72,6 +74,7 @@ async def client(
             status = await read_response(reader)
             tally.latencies.append(time.perf_counter() - started)
             tally.sent_at.append(sent_at)
+            tally.answered.append(status)
             tally.statuses[status] = tally.statuses.get(status, 0) + 1
     finally:
         writer.close()

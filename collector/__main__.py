@@ -22,7 +22,8 @@ log = logging.getLogger("collector")
 # `once` and `backfill` are run by hand or by scripts: fail rather than wait forever.
 COMMAND_DB_TIMEOUT_SECONDS = 30.0
 # How long a write waits for a connection before the writer counts the database as gone
-# (and tries again a second later); it never holds up a fetch.
+# (and tries again a second later); it never holds up a fetch. Once the pool has found the
+# database down, writes are refused at once until its probe reaches it (datatracker.circuit).
 POOL_WAIT_SECONDS = 10.0
 
 

@@ -24,6 +24,23 @@ WHERE id = ANY(%(ids)s::integer[]) AND last_seen < %(seen)s;
 -- path: a 50,000-tick cycle is written in about 60 % of insert_ticks' time.
 COPY ticks (time, market_id, price, exchange_time) FROM STDIN (FORMAT BINARY);
 
+-- name: lock_instant
+-- Writers of ticks at the same first instant (two collectors writing the same cycle) take
+-- turns: take_instant_turn() holds a transaction-level advisory lock keyed by that instant
+-- (migration 0006). The second then finds the first's ticks with `stored_in_span` and skips
+-- them without an error, where its COPY would fail (and PostgreSQL log it, the whole
+-- statement with it).
+SELECT take_instant_turn(%(instant)s);
+
+-- name: stored_in_span
+-- Whether any tick of the exchanges %(exchanges)s is stored from %(first)s to %(last)s (both
+-- inclusive): (stored). Reads the time index; a new instant has no row there.
+SELECT EXISTS (
+    SELECT FROM ticks AS t
+    JOIN markets AS m ON m.id = t.market_id
+    WHERE t.time >= %(first)s AND t.time <= %(last)s AND m.exchange = ANY(%(exchanges)s::text[])
+) AS stored;
+
 -- name: name_span
 -- Names the span of the ticks this transaction writes, '<first µs>/<last µs>' since the Unix
 -- epoch: the trigger on ticks announces it, and the API reads back only those (migration 0005).

@@ -28,10 +28,12 @@ class TickWriter:
     """Writes batches of ticks, remembering market ids so a cycle is one statement.
 
     The common case (a new cycle, nothing stored yet) is a binary COPY, or with
-    `copy=False` (for servers without COPY FROM STDIN) a plain insert. When some ticks
-    are already stored (a cycle written twice, a backfill over stored history, a second
-    collector) that statement fails whole and the batch is written again skipping the
-    stored ticks, which costs about twice as much.
+    `copy=False` (for servers without COPY FROM STDIN) a plain insert. Writers of the same
+    first instant take turns (an advisory lock), and when some ticks of the batch's
+    exchanges are stored in its span already (a cycle written twice, a second collector)
+    the batch is inserted skipping the stored ticks, without an error. Should a writer that
+    does not take turns store some meanwhile (a backfill), the COPY fails whole and the
+    batch is written again that way, which costs about twice as much.
 
     Call `write` inside `transaction(conn)`: market ids and the last touch learnt in a
     transaction are remembered only once it commits, so a rolled-back registration never
@@ -69,20 +71,30 @@ class TickWriter:
         ids = self._ids | self._new_ids
         rows = [(t.time, ids[t.exchange, t.symbol], t.price, t.exchange_time) for t in ticks]
         await conn.execute(QUERIES["name_span"], {"span": span_of(ticks)})
-        try:
-            # A savepoint: a repeat aborts only the COPY, not the cycle's transaction.
-            async with conn.transaction():
-                if self._copy:
-                    await copy_rows(conn, rows)
-                else:
-                    await conn.execute(QUERIES["insert_ticks"], as_columns(rows), binary=True)
-            written = Counter(t.exchange for t in ticks)
-        except UniqueViolation:
-            cursor = await conn.execute(QUERIES["insert_new_ticks"], as_columns(rows), binary=True)
-            exchange_of = {market_id: key[0] for key, market_id in ids.items()}
-            written = Counter(exchange_of[row[0]] for row in await cursor.fetchall())
+        if await stored_in_span(conn, ticks):
+            written = await self._insert_new(conn, rows, ids)
+        else:
+            try:
+                # A savepoint: a repeat aborts only the COPY, not the cycle's transaction.
+                async with conn.transaction():
+                    if self._copy:
+                        await copy_rows(conn, rows)
+                    else:
+                        await conn.execute(QUERIES["insert_ticks"], as_columns(rows), binary=True)
+                written = Counter(t.exchange for t in ticks)
+            except UniqueViolation:
+                written = await self._insert_new(conn, rows, ids)
         await self._touch_markets(conn, [row[1] for row in rows], max(t.time for t in ticks))
         return dict(written)
+
+    @staticmethod
+    async def _insert_new(
+        conn: AsyncConnection, rows: Sequence[TickRow], ids: dict[MarketKey, int]
+    ) -> Counter[str]:
+        """Insert the rows not stored yet; how many were new, per exchange."""
+        cursor = await conn.execute(QUERIES["insert_new_ticks"], as_columns(rows), binary=True)
+        exchange_of = {market_id: key[0] for key, market_id in ids.items()}
+        return Counter(exchange_of[row[0]] for row in await cursor.fetchall())
 
     async def _register_markets(self, conn: AsyncConnection, ticks: Sequence[Tick]) -> None:
         """Register the markets this writer has no id for yet, in one statement."""
@@ -123,6 +135,17 @@ async def write_ticks(
     writer = TickWriter(copy=copy)
     async with writer.transaction(conn):
         return await writer.write(conn, ticks)
+
+
+async def stored_in_span(conn: AsyncConnection, ticks: Sequence[Tick]) -> bool:
+    """Wait for the turn of the ticks' first instant, then tell whether any tick of their
+    exchanges is stored in their span already."""
+    first, last = min(t.time for t in ticks), max(t.time for t in ticks)
+    await conn.execute(QUERIES["lock_instant"], {"instant": first})
+    params = {"first": first, "last": last, "exchanges": sorted({t.exchange for t in ticks})}
+    cursor = await conn.execute(QUERIES["stored_in_span"], params)
+    row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 async def copy_rows(conn: AsyncConnection, rows: Sequence[TickRow]) -> None:

@@ -4,10 +4,12 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool
+
+from datatracker.circuit import CircuitPool
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +29,34 @@ def redact_dsn(text: str) -> str:
 
 
 def create_pool(
-    conninfo: str, *, max_size: int, name: str, timeout: float = 30.0
-) -> AsyncConnectionPool:
+    conninfo: str,
+    *,
+    max_size: int,
+    name: str,
+    timeout: float = 30.0,
+    on_down: Callable[[str], None] | None = None,
+    on_up: Callable[[float], None] | None = None,
+) -> CircuitPool:
     """A pool created closed: the service opens it in its lifespan and closes it on the way out.
 
-    `timeout` bounds how long a caller waits for a connection (PoolTimeout after it).
+    `timeout` bounds how long a caller waits for a connection (PoolTimeout after it). While
+    the database is known to be down, callers get DatabaseDown at once (datatracker.circuit);
+    `on_down(reason)` and `on_up(seconds down)` are told when that starts and ends.
     """
     # Times come back in UTC, as the API shows them; psycopg also reads UTC timestamps about
     # twice as fast as those of a named zone, even 'Etc/UTC'. Added to the URL's own options.
     options = [conninfo_to_dict(conninfo).get("options"), "-c TimeZone=UTC"]
-    return AsyncConnectionPool(
+    # Connections are checked before they are handed out: one broken by a database restart
+    # is replaced, not handed out (CircuitPool._check).
+    return CircuitPool(
         conninfo,
+        on_down=on_down,
+        on_up=on_up,
         min_size=1,
         max_size=max_size,
         open=False,
         name=name,
         timeout=timeout,
-        # A connection broken by a database restart is replaced, not handed out.
-        check=AsyncConnectionPool.check_connection,
         kwargs={
             "autocommit": True,
             "application_name": f"datatracker-{name}",

@@ -28,7 +28,8 @@ $$;
 -- datatracker/schema.py, and stall every migration). REVOKE on a function is per database:
 -- run this script in the project's database. What PostgreSQL does not let anyone take away
 -- (a role's own password, NOTIFY, SET): SECURITY.md. The owner of the database keeps the
--- advisory locks `migrate` takes; superusers keep everything.
+-- advisory locks `migrate` and take_instant_turn() (migration 0006) take; superusers keep
+-- everything.
 REVOKE EXECUTE ON FUNCTION
     lo_creat(integer), lo_create(oid), lo_from_bytea(oid, bytea), lo_import(text),
     lo_import(text, oid), lo_put(oid, bigint, bytea), lowrite(integer, bytea),
@@ -46,7 +47,8 @@ REVOKE EXECUTE ON FUNCTION
 FROM PUBLIC;
 DO $$
 BEGIN
-    EXECUTE format('GRANT EXECUTE ON FUNCTION pg_advisory_lock(bigint) TO %I',
+    EXECUTE format('GRANT EXECUTE ON FUNCTION pg_advisory_lock(bigint),'
+                   ' pg_advisory_xact_lock(bigint) TO %I',
                    (SELECT pg_get_userbyid(datdba) FROM pg_database
                     WHERE datname = current_database()));
 END

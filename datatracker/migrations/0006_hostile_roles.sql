@@ -349,3 +349,26 @@ BEGIN
 END
 $$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+
+-- Two collectors writing the same cycle take turns on its first instant (collector/writer.py),
+-- so that the second finds the first's ticks and skips them without an error. The advisory
+-- locks themselves are taken from PUBLIC (db/init.sql: any role could otherwise take the key
+-- `migrate` waits for), so the writer takes its turn through this function, whose keys are
+-- instants in µs since the Unix epoch from 2009 on (above 1.2e15: far from the migration
+-- lock's 0x6474726B) and held to the end of the transaction.
+CREATE OR REPLACE FUNCTION take_instant_turn(instant timestamptz)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
+SET TimeZone = 'UTC' AS $$
+BEGIN
+    IF instant IS NULL OR NOT isfinite(instant) OR instant < TIMESTAMPTZ '2009-01-01 00:00Z' THEN
+        RAISE EXCEPTION 'refused: an instant from 2009 on, not %', instant
+            USING ERRCODE = 'check_violation';
+    END IF;
+    PERFORM pg_advisory_xact_lock((extract(epoch FROM instant) * 1000000)::bigint);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION take_instant_turn(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION take_instant_turn(timestamptz) TO tracker_writer;
+COMMENT ON FUNCTION take_instant_turn(timestamptz) IS
+    'Waits for the turn of a cycle''s first instant (to the end of the transaction): collectors writing the same cycle take turns.';

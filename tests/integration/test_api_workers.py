@@ -1,11 +1,19 @@
 """`python -m api` with API_WORKERS processes: each answers on its own, the same bytes."""
 
+import os
+import signal
+import socket
+import time
 from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from tests.api_server import api_process
+
+# How long the workers of a killed parent may take to stop (uvicorn's graceful stop).
+ORPHAN_SECONDS = 15
 
 
 def worker_pids(parent: int) -> list[int]:
@@ -14,6 +22,15 @@ def worker_pids(parent: int) -> list[int]:
     return [
         int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
+
+
+def running(pid: int) -> bool:
+    """Whether the process is alive (a zombie waiting to be reaped is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_two_workers_serve_the_same_answers(history: str, api_url: str, tmp_path: Path) -> None:
@@ -33,3 +50,23 @@ def test_two_workers_serve_the_same_answers(history: str, api_url: str, tmp_path
     assert 2 == len(pids)
     assert 1 == len(answers)
     assert 200 == next(iter(answers))[0]
+
+
+def test_workers_exit_when_their_parent_is_killed(api_url: str, tmp_path: Path) -> None:
+    """SIGKILLing `python -m api`'s main process (API_WORKERS=2) ends both workers within
+    ORPHAN_SECONDS, and the port is free for the next start."""
+    with api_process(api_url, tmp_path / "api.log", API_WORKERS="2") as (port, parent):
+        assert 200 == httpx.get(f"http://127.0.0.1:{port}/rankings").status_code
+        pids = worker_pids(parent)
+        assert 2 == len(pids)
+        os.kill(parent, signal.SIGKILL)
+        deadline = time.monotonic() + ORPHAN_SECONDS
+        while any(map(running, pids)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [] == [pid for pid in pids if running(pid)], (tmp_path / "api.log").read_text()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/rankings", timeout=2)
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", port))  # raises while a worker still listens
+            listener.listen()

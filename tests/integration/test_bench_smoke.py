@@ -13,6 +13,7 @@ from bench import (
     footprint,
     generate,
     hot_read,
+    outage,
     profile_summary,
     read_path,
     soak,
@@ -37,6 +38,19 @@ def test_write_path_reports_rates_and_ratios(database_url: str) -> None:
     for way in ("orm", "raw"):
         assert finite(sizes[0][f"original_{way}_ticks_per_second"]["median"])
         assert finite(sizes[0][f"original_{way}_ratio"])
+
+
+def test_outage_reports_refusals_and_the_time_to_serve_again(edition: str) -> None:
+    """The outage benchmark stops and starts its own cluster under load once, and reports the
+    503s while it was stopped and when the API served again."""
+    result = outage.main(
+        ["--edition", edition, "--runs", "1", "--outage-seconds", "3", "--after-seconds", "5",
+         "--clients", "2", "--workers", "1", "--pairs", "2"]
+    )  # fmt: skip
+    run = result["runs"][0]
+    assert run["during_statuses"].get(503, 0) > 0
+    assert finite(run["during_p99_ms"])
+    assert finite(run["first_200_s"])
 
 
 def test_backfill_reports_the_process_against_raw_copies(database_url: str) -> None:

@@ -172,6 +172,10 @@ COLLECTOR_REFUSED: tuple[LiteralString, ...] = (
     "SELECT refresh_rankings(now() + interval '1 hour')",
     "SELECT refresh_rankings(NULL)",
     "SELECT apply_retention('-1 day', '-1 day', '-1 day')",
+    # migrate's advisory lock key (0x6474726B) as an instant, and instants that are none.
+    "SELECT take_instant_turn(to_timestamp(1685353067 / 1e6))",
+    "SELECT take_instant_turn('-infinity')",
+    "SELECT take_instant_turn(NULL)",
 )
 COLLECTOR_REFUSED_APACHE: tuple[LiteralString, ...] = (
     "INSERT INTO candles_5m VALUES (now(), 1, 1, 1, 1, 1, 1, 1, 0)",
@@ -189,6 +193,7 @@ COLLECTOR_MAY: tuple[LiteralString, ...] = (
     " SELECT time, market_id, price * 2 FROM ticks ORDER BY time DESC LIMIT 1"
     " ON CONFLICT DO NOTHING",
     "SELECT ticks_storage()",
+    "SELECT take_instant_turn(now())",
 )
 COLLECTOR_MAY_APACHE: tuple[LiteralString, ...] = (
     "SELECT roll_up_candles_5m('-infinity', 'infinity')",
@@ -230,6 +235,7 @@ COLLECTOR_HOLDS = sorted(
         "column markets.last_seen UPDATE",
         "function apply_retention()",
         "function refresh_rankings(timestamp with time zone)",
+        "function take_instant_turn(timestamp with time zone)",
         "sequence markets_id_seq SELECT",
         "table collector_runs INSERT",
         "table markets INSERT",

@@ -1,0 +1,79 @@
+"""`python -m api` through a database outage: 503 at once while it is away, serving again
+as soon as it is back, one log line each way."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from tests.api_server import api_process
+from tests.tcp_proxy import TcpProxy
+
+# Long enough that psycopg_pool's own reconnection, left to itself, would next try a good
+# while after the restore (its pauses double: 1, 2, 4, 8, 16 s).
+OUTAGE_SECONDS = 20
+# Far below the pool's 5 s wait for a connection, which every request took before its 503.
+REFUSED_WITHIN_SECONDS = 1.0
+# Far below the backoff's next attempt (about 11 s after a 20 s outage).
+SERVING_WITHIN_SECONDS = 5.0
+
+
+@contextlib.asynccontextmanager
+async def api_through(proxy: TcpProxy, api_url: str, log: Path) -> AsyncIterator[int]:
+    """`python -m api` (one worker, as the role `api`) reaching the database through `proxy`;
+    its port. Started in a thread: the proxy runs on this event loop."""
+    serving = api_process(proxy.route(api_url), log, API_WORKERS="1")
+    port, _ = await asyncio.to_thread(serving.__enter__)
+    try:
+        yield port
+    finally:
+        await asyncio.to_thread(serving.__exit__, None, None, None)
+
+
+async def timed_get(client: httpx.AsyncClient, path: str) -> tuple[int, float]:
+    """The status of GET `path` and the seconds it took."""
+    started = time.monotonic()
+    response = await client.get(path)
+    return response.status_code, time.monotonic() - started
+
+
+async def test_api_refuses_at_once_during_an_outage_and_serves_once_it_is_back(
+    proxy: TcpProxy, api_url: str, tmp_path: Path
+) -> None:
+    """While the database is cut off every /rankings and /health gets its 503 at once, not
+    after the pool's wait; once it is back the API serves within seconds; the log says so
+    once each way, without psycopg_pool's connection warnings."""
+    log = tmp_path / "api.log"
+    async with (
+        api_through(proxy, api_url, log) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
+        assert 200 == (await client.get("/rankings")).status_code
+        await proxy.cut()
+        during = []
+        cut_at = time.monotonic()
+        while time.monotonic() - cut_at < OUTAGE_SECONDS:
+            for path in ("/rankings", "/health"):
+                during.append(await timed_get(client, path))
+            await asyncio.sleep(0.05)
+        await proxy.restore()
+        back_at = time.monotonic()
+        while (await client.get("/rankings")).status_code != 200:
+            assert time.monotonic() - back_at < 30, "not serving 30 s after the database is back"
+            await asyncio.sleep(0.05)
+        serving_after = time.monotonic() - back_at
+        after = await client.get("/health")
+
+    text = log.read_text()
+    assert {503} == {status for status, _ in during}, text
+    assert max(seconds for _, seconds in during) < REFUSED_WITHIN_SECONDS
+    assert serving_after < SERVING_WITHIN_SECONDS
+    assert 200 == after.status_code
+    assert 1 == text.count("database unreachable"), text
+    assert 1 == text.count("database reachable again"), text
+    assert "error connecting" not in text
+    assert "Is the server running" not in text
+    assert "Traceback" not in text
