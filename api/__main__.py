@@ -3,10 +3,16 @@
 
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 
 from api.app import create_app
+from api.metrics import MULTIPROCESS_DIR
 from api.server import Protocol, allow_open_files, server_options
 from datatracker.logs import configure_logging
 from datatracker.settings import Settings, load_settings
@@ -27,6 +33,27 @@ def app_from_environment() -> object:
     return create_app(settings)
 
 
+@contextmanager
+def metrics_directory(settings: Settings, count: int) -> Iterator[None]:
+    """With metrics on and more than one worker, a PROMETHEUS_MULTIPROC_DIR for the workers'
+    values: the one the environment names, emptied first (values of an earlier run would be
+    added to this one's), or a fresh one removed at the end."""
+    if not settings.api_metrics or count == 1:
+        yield
+        return
+    given = os.environ.get(MULTIPROCESS_DIR)
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="datatracker-api-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROCESS_DIR] = str(directory)  # read by the workers as they start
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -36,15 +63,16 @@ def main() -> None:
     log.info(
         "serving on %s:%d with %d worker processes", settings.api_host, settings.api_port, count
     )
-    uvicorn.run(
-        "api.__main__:app_from_environment",
-        factory=True,
-        workers=count,
-        host=settings.api_host,
-        port=settings.api_port,
-        proxy_headers=True,
-        **options,
-    )
+    with metrics_directory(settings, count):
+        uvicorn.run(
+            "api.__main__:app_from_environment",
+            factory=True,
+            workers=count,
+            host=settings.api_host,
+            port=settings.api_port,
+            proxy_headers=True,
+            **options,
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from collector import metrics
 from collector.cycle import log_written
 from collector.errors import UNREACHABLE, describe, storable
 from collector.report import CycleReport
@@ -58,6 +59,7 @@ class Backlog:
     async def keep(self, report: CycleReport) -> None:
         """Put the cycle on disk (dropping the oldest past the bound) and wake the writer."""
         evicted = await asyncio.to_thread(self._spool.put, report)
+        metrics.evicted(evicted)
         if evicted.cycles:
             if not self._evicted_ticks:
                 log.error(
@@ -136,6 +138,7 @@ class Backlog:
         log.error("cycle set aside in the spool: %s", describe(error), exc_info=error)
         await asyncio.to_thread(self._spool.set_aside, seq, describe(error), trace)
         self.set_aside += 1
+        metrics.ended("set_aside")
         await self._record_set_aside()
 
     async def _record_set_aside(self) -> None:

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     api_max_connections: int = Field(default=4096, ge=1, le=1_000_000)
     api_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
     api_header_timeout_seconds: float = Field(default=10, gt=0, le=3600)
+    # Prometheus metrics (README, Metrics): the API's /metrics, and the collector's own port
+    # (0: none).
+    api_metrics: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
 
     @field_validator("supported_exchanges", mode="before")
     @classmethod

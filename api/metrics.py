@@ -1,0 +1,178 @@
+"""The API's Prometheus metrics (API_METRICS): `GET /metrics`.
+
+Requests are counted and timed by Litestar's Prometheus middleware, labelled by route
+template (`/prices/{exchange}/{symbol}`, never the raw path) and status. The rest
+is ours: answers from memory or SQL, the windows held, the listener's state, connections and
+announcements (updated where they happen, or every FOLLOW_SECONDS), and what the database
+says at each scrape (newest tick, read as the role api).
+
+With API_WORKERS > 1, `python -m api` gives the workers a PROMETHEUS_MULTIPROC_DIR: each writes
+its values there and the worker that answers a scrape adds them all up (prometheus-client's
+multiprocess mode), the gauges summed over the live workers.
+"""
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.plugins.prometheus import PrometheusConfig
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from datatracker.queries import load_queries
+
+if TYPE_CHECKING:
+    from api.cache import ResponseCache
+
+QUERIES = load_queries(Path(__file__).with_name("metrics.sql"))
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# How often each worker copies its windows and listener state into the gauges.
+FOLLOW_SECONDS = 1.0
+# A scrape waits at most this long for a connection to read the database's state.
+DATABASE_WAIT_SECONDS = 1.0
+# A hot /prices answer takes ~0.1 ms: finer buckets than prometheus-client's default.
+LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+CACHE_STATES = ("listening", "not listening", "off")
+
+log = logging.getLogger("api")
+
+# datatracker_api_requests_total, _request_duration_seconds, _requests_in_progress and
+# _requests_error_total (5xx), by method, path (the route template) and status_code.
+HTTP = PrometheusConfig(
+    app_name="datatracker",
+    prefix="datatracker_api",
+    group_path=True,
+    buckets=list(LATENCY_BUCKETS),
+)
+
+PRICE_ANSWERS = Counter(
+    "datatracker_api_price_answers_total",
+    "/prices answers by where the window came from: memory (held) or sql (read for the request)",
+    ["source"],
+)
+FROM_MEMORY = PRICE_ANSWERS.labels("memory")
+FROM_SQL = PRICE_ANSWERS.labels("sql")
+ANNOUNCEMENTS = Counter(
+    "datatracker_api_announcements_total",
+    "Changes the database announced that the API applied, by kind (ticks, ranking, markets, "
+    "storage)",
+    ["kind"],
+)
+LISTENER_CONNECTS = Counter(
+    "datatracker_api_listener_connects_total",
+    "Times the listening connection connected: the first, then every reconnect",
+)
+WINDOWS = Gauge(
+    "datatracker_api_price_windows",
+    "Pairs' 24-hour windows held in memory, over every worker",
+    multiprocess_mode="livesum",
+)
+WINDOWS_BYTES = Gauge(
+    "datatracker_api_price_windows_bytes",
+    "Bytes the held windows and their answers count against API_WINDOWS_MB, over every worker",
+    multiprocess_mode="livesum",
+)
+CACHE_STATE = Gauge(
+    "datatracker_api_response_cache_state",
+    "Workers whose response cache is in this state (listening, not listening, off)",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
+
+def announced(payload: str) -> None:
+    """Count an announcement the listener applied, by its kind (the payload's first word)."""
+    ANNOUNCEMENTS.labels(payload.partition(" ")[0]).inc()
+
+
+async def follow(cache: "ResponseCache") -> None:
+    """Copy this worker's windows and listener state into the gauges, until cancelled."""
+    while True:
+        WINDOWS.set(len(cache.windows))
+        WINDOWS_BYTES.set(cache.windows.held_bytes)
+        status = cache.status
+        for state in CACHE_STATES:
+            CACHE_STATE.labels(state).set(1 if state == status else 0)
+        await asyncio.sleep(FOLLOW_SECONDS)
+
+
+class Families(Collector):
+    """Metric families read at scrape time, for `generate_latest`."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+async def newest_tick(conn: AsyncConnection) -> list[Metric]:
+    """The newest tick's instant and age, when there is one."""
+    cursor = await conn.execute(QUERIES["newest_tick"])
+    timestamp, age = await cursor.fetchone() or (None, None)
+    if timestamp is None or age is None:
+        return []
+    return [
+        GaugeMetricFamily(
+            "datatracker_newest_tick_timestamp_seconds", "Instant of the newest tick", timestamp
+        ),
+        GaugeMetricFamily(
+            "datatracker_newest_tick_age_seconds",
+            "Age of the newest tick by the database's clock",
+            age,
+        ),
+    ]
+
+
+# What a scrape reads of the database, each with one statement on one connection: the
+# newest tick; TimescaleDB's jobs (datatracker_timescaledb_job_*) belong here too.
+DATABASE_READERS: tuple[Callable[[AsyncConnection], Awaitable[list[Metric]]], ...] = (newest_tick,)
+
+
+async def database_metrics(pool: AsyncConnectionPool) -> list[Metric]:
+    """The database's state, and `datatracker_api_database_up`: 0, and nothing else, when no
+    connection answered within DATABASE_WAIT_SECONDS."""
+    families: list[Metric] = []
+    try:
+        async with pool.connection(timeout=DATABASE_WAIT_SECONDS) as conn:
+            for read in DATABASE_READERS:
+                families += await read(conn)
+        up = 1
+    except Exception as error:  # a scrape answers whatever the database does
+        log.debug("metrics: database state not read (%s)", error)
+        families, up = [], 0
+    help_text = "1 when a scrape read the database's state as the role api"
+    return [*families, GaugeMetricFamily("datatracker_api_database_up", help_text, up)]
+
+
+def process_registry() -> Collector:
+    """This process's metrics, or every worker's in multiprocess mode."""
+    if MULTIPROCESS_DIR not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics(state: State) -> Response[bytes]:
+    """Prometheus' text format: the workers' metrics, then the database's state."""
+    database = Families(await database_metrics(state.pool))
+    body = generate_latest(process_registry()) + generate_latest(database)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
