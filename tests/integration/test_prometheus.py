@@ -10,6 +10,7 @@ dashboard as Grafana would.
 
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,11 +22,13 @@ import httpx
 import psycopg
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api_server import ROOT, api_process, free_port
+from datatracker.settings import load_settings
+from tests.api_server import ROOT, api_process, free_port, serve_api
 from tests.conftest import as_role, execute, with_dbname
 from tests.grafana_macros import PromQuery, promql_queries
-from tests.integration.collector_process import collectors
+from tests.integration.collector_process import collectors, stored_cycles, until
 
 pytestmark = pytest.mark.slow
 
@@ -271,3 +274,91 @@ def test_every_service_dashboard_query_returns_series(stack: Stack, panel: PromQ
         assert [] == found  # evaluates; nothing to show until the API reads job_stats
         return
     assert found, panel.expr
+
+
+async def test_metrics_off_serves_no_metrics(api_url: str) -> None:
+    """With API_METRICS=false the API has no /metrics (404) and still answers."""
+    settings = load_settings(_env_file=None, database_url=api_url, api_metrics=False)
+    async with serve_api(settings) as client:
+        assert 404 == (await client.get("/metrics")).status_code
+        assert 200 == (await client.get("/health")).status_code
+
+
+async def test_metrics_read_the_database_as_the_api_role(api_url: str, conn: Any) -> None:
+    """In one process, /metrics gives the newest tick's age read as the role api, and counts
+    the requests before it by route template."""
+    await conn.execute(
+        "INSERT INTO markets (exchange, symbol, base, quote, first_seen, last_seen)"
+        " VALUES ('kraken', 'btcusd', 'BTC', 'USD', now(), now())"
+    )
+    await conn.execute(
+        "INSERT INTO ticks (time, market_id, price)"
+        " SELECT now() - interval '30 seconds', id, 1.0 FROM markets"
+    )
+    settings = load_settings(_env_file=None, database_url=api_url)
+    async with serve_api(settings) as client:
+        await client.get("/prices/kraken/btcusd")
+        text = (await client.get("/metrics")).text
+
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    (age,) = families["datatracker_newest_tick_age_seconds"].samples
+    assert 30 <= age.value < 40
+    assert [1.0] == [s.value for s in families["datatracker_api_database_up"].samples]
+    paths = {s.labels["path"] for s in families["datatracker_api_requests"].samples}
+    assert PRICES_ROUTE in paths
+
+
+async def test_a_collector_whose_metrics_port_is_taken_collects_all_the_same(
+    collector_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """A METRICS_PORT another process holds is logged once; cycles are written as usual."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with collectors(
+            tmp_path,
+            DATABASE_URL=collector_url,
+            COLLECT_INTERVAL_SECONDS="1",
+            SUPPORTED_EXCHANGES="kraken",
+            SIMULATED_PAIRS_PER_EXCHANGE="2",
+            GAP_FILL_MAX_HOURS="0",
+            METRICS_PORT=str(port),
+        ) as processes:
+            process = processes.start()
+
+            async def written() -> bool:
+                return len(await stored_cycles(database_url)) >= 2
+
+            await until(written, 20, "two cycles written")
+            log = processes.stderr(process)
+
+    assert 1 == log.count(f"metrics not served: cannot listen on 127.0.0.1:{port}")
+
+
+def test_api_workers_empty_the_metrics_directory_they_are_given(
+    api_url: str, tmp_path: Path
+) -> None:
+    """With two workers and PROMETHEUS_MULTIPROC_DIR set, values an earlier run left there are
+    removed at start, and /metrics adds up both workers' values."""
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    stale = directory / "counter_1.db"
+    stale.write_bytes(b"left by an earlier run")
+    with api_process(
+        api_url, tmp_path / "api.log", API_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(directory)
+    ) as (port, _):
+        for _ in range(20):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        files = sorted(path.name for path in directory.glob("*.db"))
+
+    assert not stale.exists()
+    assert files  # the workers' values
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    health = [
+        s.value
+        for s in families["datatracker_api_requests"].samples
+        if s.name == "datatracker_api_requests_total" and s.labels["path"] == "/health"
+    ]
+    assert [20.0] == health  # every request, whichever worker answered it
