@@ -204,7 +204,6 @@ SERIES = {
     f'sum(datatracker_api_request_duration_seconds_bucket{{path="{PRICES_ROUTE}",le="+Inf"}})': (
         lambda v: v[0] >= 5 * 7
     ),
-    "sum(datatracker_api_requests_in_progress)": lambda v: v[0] >= 0,
     # Answers from memory (held windows) and from SQL (a pair's first request).
     'sum(datatracker_api_price_answers_total{source="memory"})': lambda v: v[0] > 0,
     'sum(datatracker_api_price_answers_total{source="sql"})': lambda v: v[0] > 0,
