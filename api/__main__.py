@@ -11,13 +11,16 @@ from pathlib import Path
 
 import uvicorn
 
-from api.app import create_app
-from api.metrics import MULTIPROCESS_DIR
 from api.server import Protocol, allow_open_files, server_options
 from datatracker.logs import configure_logging
 from datatracker.settings import Settings, load_settings
 
 log = logging.getLogger("api")
+
+# prometheus-client's multiprocess mode (api/metrics.py). Read when the metrics are made, as
+# api.metrics is imported: this module imports it only in app_from_environment, once the
+# directory is ready.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def workers(settings: Settings) -> int:
@@ -27,6 +30,8 @@ def workers(settings: Settings) -> int:
 
 def app_from_environment() -> object:
     """The app as each worker process builds it, from the environment's settings."""
+    from api.app import create_app  # here: after metrics_directory (MULTIPROCESS_DIR)
+
     settings = load_settings()
     configure_logging(settings.log_level)
     Protocol.header_timeout = settings.api_header_timeout_seconds
@@ -35,13 +40,13 @@ def app_from_environment() -> object:
 
 @contextmanager
 def metrics_directory(settings: Settings, count: int) -> Iterator[None]:
-    """With metrics on and more than one worker, a PROMETHEUS_MULTIPROC_DIR for the workers'
-    values: the one the environment names, emptied first (values of an earlier run would be
-    added to this one's), or a fresh one removed at the end."""
-    if not settings.api_metrics or count == 1:
+    """The directory of prometheus-client's multiprocess mode: the one PROMETHEUS_MULTIPROC_DIR
+    names, made if missing and emptied first (values of an earlier run would be added to this
+    one's); else, with metrics on and more than one worker, a fresh one removed at the end."""
+    given = os.environ.get(MULTIPROCESS_DIR)
+    if not given and (not settings.api_metrics or count == 1):
         yield
         return
-    given = os.environ.get(MULTIPROCESS_DIR)
     directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="datatracker-api-metrics-"))
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):

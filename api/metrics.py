@@ -166,8 +166,25 @@ def announced(payload: str) -> None:
     ANNOUNCEMENTS.labels(payload.partition(" ")[0]).inc()
 
 
+def forget_dead_workers() -> None:
+    """In multiprocess mode, drop the live gauges of workers that are gone (uvicorn restarts a
+    worker that dies): their last values would be summed in forever."""
+    directory = os.environ.get(MULTIPROCESS_DIR)
+    if directory is None:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        try:
+            os.kill(pid, 0)  # signal 0: only whether the process exists
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # it exists, as another user's
+
+
 async def follow(cache: "ResponseCache") -> None:
     """Copy this worker's windows and listener state into the gauges, until cancelled."""
+    forget_dead_workers()
     while True:
         WINDOWS.set(len(cache.windows))
         WINDOWS_BYTES.set(cache.windows.held_bytes)
