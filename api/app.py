@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> Litestar:
     ]
     return Api(
         route_handlers=[*handlers, metrics.metrics] if settings.api_metrics else handlers,
-        middleware=[metrics.HTTP.middleware] if settings.api_metrics else [],
+        middleware=[metrics.request_metrics] if settings.api_metrics else [],
         dependencies={"conn": Provide(provide_connection)},
         lifespan=[lifespan],
         exception_handlers={

@@ -1,8 +1,8 @@
 """The API's Prometheus metrics (API_METRICS): `GET /metrics`.
 
-Requests are counted and timed by Litestar's Prometheus middleware (through `RequestMetrics`),
-labelled by route template (`/prices/{exchange}/{symbol}`, never the raw path) and status. The rest
-is ours: answers from memory or SQL, the windows held, the listener's state, connections and
+Requests are counted and timed by `request_metrics`, a Litestar middleware, labelled by route
+template (`/prices/{exchange}/{symbol}`, never the raw path) and status. The rest is ours:
+answers from memory or SQL, the windows held, the listener's state, connections and
 announcements (updated where they happen, or every FOLLOW_SECONDS), and what the database
 says at each scrape (newest tick, read as the role api).
 
@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,6 +29,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
     multiprocess,
 )
@@ -56,75 +56,51 @@ CACHE_STATES = ("listening", "not listening", "off")
 log = logging.getLogger("api")
 
 
-class RequestMetrics(PrometheusMiddleware):
-    """Litestar's Prometheus middleware at a fraction of its cost per request, with the same
-    series and labels (method, path: the route template, status_code, app_name) but for
-    _requests_in_progress, which it leaves out.
+REQUEST_SECONDS = Histogram(
+    "datatracker_api_request_duration_seconds",
+    "Time from a request's routing to its answer sent, by method, route template and status "
+    "(its _count: the requests)",
+    ["method", "path", "status_code"],
+    buckets=LATENCY_BUCKETS,
+)
 
-    Litestar's builds a Request and its URL, a label dict and a wrapped `send` for every
-    request and looks up each series' child by its labels: ~20 µs a request, about a tenth of
-    a hot /prices answer (bench/RESULTS.md). This reads the labels from the scope and keeps
-    the children of each label set, so a request costs a counter, a histogram and a closure.
+
+def request_metrics(app: ASGIApp) -> ASGIApp:
+    """Litestar middleware: time each HTTP request into a histogram by method, route template
+    and status (its `_count` counts them; 5xx is a status_code).
+
+    Not Litestar's PrometheusMiddleware: it builds a Request and its URL, a label dict and a
+    wrapped `send` per request, goes through AbstractMiddleware's bypass check, and updates a
+    counter, a histogram and an in-progress gauge looked up by their labels: ~20 µs a request
+    against ~30 µs for a whole hot /prices answer in-process (bench/RESULTS.md). This keeps
+    each label set's histogram child and costs a closure and one observation (~2-3 µs).
     """
+    children: dict[tuple[str, str, int], Any] = {}
 
-    def __init__(self, app: ASGIApp, config: PrometheusConfig) -> None:
-        super().__init__(app, config)
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+    async def measured(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        status = 500  # a request that raises without answering
 
-    def _series(self, method: str, path: str, status: int) -> tuple[Any, Any, Any]:
-        """The request count, time and error children of one label set, made once."""
-        labels: dict[str, str | int | float] = {
-            "method": method,
-            "path": path,
-            "status_code": status,
-            "app_name": self._config.app_name,
-        }
-        values = list(labels.values())
-        children = (
-            self.request_count(labels).labels(*values),
-            self.request_time(labels).labels(*values),
-            self.requests_error_count(labels).labels(*values) if status >= 500 else None,
-        )
-        self._children[method, path, status] = children
-        return children
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, ended = 500, 0.0  # a handler that raises without answering counts as 500
-
-        async def timed_send(message: Message) -> None:
-            nonlocal status, ended
+        async def status_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                ended = perf_counter()
             await send(message)
 
         started = perf_counter()
         try:
-            await self.app(scope, receive, timed_send)
+            await app(scope, receive, status_send)
         finally:
-            method = str(scope.get("method", ""))  # HTTP scopes only: always there
-            path = scope.get("path_template") or "unrouted"
-            count, duration, errors = self._children.get((method, path, status)) or self._series(
-                method, path, status
-            )
-            count.inc()
-            duration.observe((ended or perf_counter()) - started)
-            if errors is not None:
-                errors.inc()
+            key = (scope["method"], scope.get("path_template") or "unrouted", status)
+            series = children.get(key)
+            if series is None:
+                series = children[key] = REQUEST_SECONDS.labels(key[0], key[1], str(status))
+            series.observe(perf_counter() - started)
 
+    return measured
 
-# datatracker_api_requests_total, _request_duration_seconds and _requests_error_total (5xx),
-# by method, path (the route template) and status_code: Litestar's series, through
-# RequestMetrics.
-HTTP = PrometheusConfig(
-    app_name="datatracker",
-    prefix="datatracker_api",
-    group_path=True,
-    buckets=list(LATENCY_BUCKETS),
-    middleware_class=RequestMetrics,
-    scopes={ScopeType.HTTP},
-)
 
 PRICE_ANSWERS = Counter(
     "datatracker_api_price_answers_total",

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.metrics import FOLLOW_SECONDS
 from datatracker.settings import load_settings
 from tests.api_server import ROOT, api_process, free_port, serve_api
 from tests.conftest import as_role, execute, with_dbname
@@ -41,6 +42,8 @@ EXCHANGES = ("kraken", "coinbase")
 RATE_INTERVAL = "15s"
 # The panel of the series that helper work on TimescaleDB's jobs adds to the API's /metrics.
 JOB_SERIES = "datatracker_timescaledb_job_consecutive_failures"
+# Requests by method, route template and status: the latency histogram's count.
+REQUESTS = "datatracker_api_request_duration_seconds_count"
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,10 @@ def stack(
                 )
                 drive_requests(stack.api, database_url)
                 # Two scrapes of each after the requests: every rate() has samples to go on.
-                wait_for(stack.prometheus, 'datatracker_api_requests_total{status_code="404"} >= 5')
+                wait_for(
+                    stack.prometheus,
+                    'datatracker_api_request_duration_seconds_count{status_code="404"} >= 5',
+                )
                 time.sleep(2.5)
                 yield stack
             finally:
@@ -192,17 +198,10 @@ SERIES = {
     'up{job="api"}': lambda v: v == [1],
     'up{job="collector"}': lambda v: v == [1],
     # The API: requests by route template and status, latency, errors.
-    f'sum(datatracker_api_requests_total{{path="{PRICES_ROUTE}",status_code="200"}})': lambda v: (
-        v[0] >= 5 * 6
-    ),
-    f'sum(datatracker_api_requests_total{{path="{PRICES_ROUTE}",status_code="404"}})': lambda v: (
-        v[0] >= 5
-    ),
-    'sum(datatracker_api_requests_total{path="/rankings",status_code="200"})': lambda v: v[0] >= 5,
-    'sum(datatracker_api_requests_total{path="/health"})': lambda v: v[0] >= 5,
-    f'sum(datatracker_api_request_duration_seconds_count{{path="{PRICES_ROUTE}"}})': lambda v: (
-        v[0] >= 5 * 7
-    ),
+    f'sum({REQUESTS}{{path="{PRICES_ROUTE}",status_code="200"}})': lambda v: v[0] >= 5 * 6,
+    f'sum({REQUESTS}{{path="{PRICES_ROUTE}",status_code="404"}})': lambda v: v[0] >= 5,
+    f'sum({REQUESTS}{{path="/rankings",status_code="200"}})': lambda v: v[0] >= 5,
+    f'sum({REQUESTS}{{path="/health"}})': lambda v: v[0] >= 5,
     f'sum(datatracker_api_request_duration_seconds_bucket{{path="{PRICES_ROUTE}",le="+Inf"}})': (
         lambda v: v[0] >= 5 * 7
     ),
@@ -256,10 +255,7 @@ def test_prometheus_scrapes_each_series(stack: Stack, expr: str) -> None:
 def test_request_series_are_labelled_by_route_template_never_the_raw_path(stack: Stack) -> None:
     """No request series names a pair: their path label is a route template (or a static
     path)."""
-    paths = {
-        sample["metric"]["path"]
-        for sample in query(stack.prometheus, "datatracker_api_requests_total")
-    }
+    paths = {sample["metric"]["path"] for sample in query(stack.prometheus, REQUESTS)}
 
     assert PRICES_ROUTE in paths
     assert [] == [path for path in paths if "kraken" in path or "coinbase" in path]
@@ -306,7 +302,7 @@ async def test_metrics_read_the_database_as_the_api_role(api_url: str, conn: Any
     (age,) = families["datatracker_newest_tick_age_seconds"].samples
     assert 30 <= age.value < 40
     assert [1.0] == [s.value for s in families["datatracker_api_database_up"].samples]
-    paths = {s.labels["path"] for s in families["datatracker_api_requests"].samples}
+    paths = {s.labels["path"] for s in families["datatracker_api_request_duration_seconds"].samples}
     assert PRICES_ROUTE in paths
 
 
@@ -360,8 +356,9 @@ def test_api_workers_empty_the_metrics_directory_they_are_given(
     families = {family.name: family for family in text_string_to_metric_families(text)}
     health = [
         s.value
-        for s in families["datatracker_api_requests"].samples
-        if s.name == "datatracker_api_requests_total" and s.labels["path"] == "/health"
+        for s in families["datatracker_api_request_duration_seconds"].samples
+        if s.name == "datatracker_api_request_duration_seconds_count"
+        and s.labels["path"] == "/health"
     ]
     assert [20.0] == health  # every request, whichever worker answered it
 
@@ -380,27 +377,25 @@ def workers_of(pid: int) -> list[int]:
     ]
 
 
-def listening_workers(port: int) -> float:
-    """What /metrics says of workers whose response cache listens."""
+def counted_workers(port: int) -> float:
+    """How many workers /metrics counts: each is in one response cache state."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     families = {family.name: family for family in text_string_to_metric_families(text)}
-    samples = families["datatracker_api_response_cache_state"].samples
-    (listening,) = [s.value for s in samples if s.labels["state"] == "listening"]
-    return listening
+    return sum(s.value for s in families["datatracker_api_response_cache_state"].samples)
 
 
 def test_a_killed_worker_s_gauges_are_not_summed_in_after_its_restart(
     api_url: str, tmp_path: Path
 ) -> None:
     """When a worker is SIGKILLed and uvicorn starts another, the gauges sum the two live
-    workers, not the dead one's last values too."""
+    workers, not the dead one's last values too (each worker counts 1 in one cache state)."""
     directory = tmp_path / "multiproc"
     with api_process(
         api_url, tmp_path / "api.log", API_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(directory)
     ) as (port, pid):
         deadline = time.monotonic() + 20
-        while listening_workers(port) != 2:
-            assert time.monotonic() < deadline, "two workers never listened"
+        while counted_workers(port) != 2:
+            assert time.monotonic() < deadline, "two workers never counted"
             time.sleep(0.5)
         victim = workers_of(pid)[0]
         os.kill(victim, signal.SIGKILL)
@@ -408,7 +403,11 @@ def test_a_killed_worker_s_gauges_are_not_summed_in_after_its_restart(
         while not (len(workers := workers_of(pid)) == 2 and victim not in workers):
             assert time.monotonic() < deadline, "uvicorn did not replace the killed worker"
             time.sleep(0.2)
-        time.sleep(3)  # the new worker listens and follows
-        seen = {listening_workers(port) for _ in range(10)}
+        deadline = time.monotonic() + 30
+        while counted_workers(port) < 2:  # the new worker starts following
+            assert time.monotonic() < deadline, "the new worker never counted"
+            time.sleep(0.5)
+        time.sleep(2 * FOLLOW_SECONDS)
+        seen = {counted_workers(port) for _ in range(10)}
 
     assert {2.0} == seen

@@ -201,7 +201,7 @@ def test_the_service_dashboard_charts_every_series_the_issue_names() -> None:
         "datatracker_collector_spool_cycles",
         "datatracker_collector_spool_bytes",
         "datatracker_collector_set_aside_cycles",
-        "datatracker_api_requests_total",
+        "datatracker_api_request_duration_seconds_count",
         "datatracker_api_request_duration_seconds_bucket",
         'status_code=~"[45].."',
         "datatracker_api_price_answers_total",
