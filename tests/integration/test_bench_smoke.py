@@ -119,14 +119,18 @@ def test_metrics_overhead_reports_both_apis_and_their_ratio(database_url: str) -
     generate.main(["--database-url", database_url, "--pairs", "20", "--days", "0.05"])
     result = metrics_overhead.main(
         ["--database-url", database_url, "--pairs", "20", "--seconds", "1", "--runs", "2",
-         "--clients", "2", "--grace", "10"]
+         "--clients", "2", "--grace", "10", "--in-process-rounds", "2",
+         "--in-process-requests", "50"]
     )  # fmt: skip
     for name in ("on", "off"):
-        assert finite(result[name]["requests_per_second"]["median"])
-        assert finite(result[name]["server_cpu_us_per_request"]["median"])
-    assert finite(result["ratio_on_off"])
-    assert finite(result["cpu_ratio_off_on"])
-    assert [200, 200] == [scrape["status"] for scrape in result["scrapes"]]
+        assert finite(result["http"][name]["requests_per_second"]["median"])
+        assert finite(result["http"][name]["server_cpu_us_per_request"]["median"])
+        assert finite(result["in_process"][name]["median"])
+    assert finite(result["http"]["ratio_on_off"])
+    assert finite(result["http"]["cpu_ratio_off_on"])
+    assert finite(result["in_process"]["cpu_ratio_off_on"])
+    assert [200, 200] == [scrape["status"] for scrape in result["http"]["scrapes"]]
+    assert {200: 4 * 50} == result["in_process"]["statuses"]
 
 
 def test_profile_summary_ranks_frames(tmp_path: Path) -> None:
