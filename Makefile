@@ -2,13 +2,18 @@
 # `python3 -m venv .venv`) when there is one, whether activated or not; else python3.
 PYTHON ?= $(firstword $(wildcard .venv/bin/python) python3)
 
-.PHONY: install db initdb local test lint format bench soak
+.PHONY: install db db-remove initdb local test lint format bench soak
 
 install:  ## install datatracker with development tools, at the pinned versions
 	$(PYTHON) -m pip install -c constraints.txt -e '.[dev]'
 
 db:  ## start a local TimescaleDB (Debian/Ubuntu; installs what is missing) and print its URL
 	scripts/local-db.sh start
+
+db-remove:  ## drop the local clusters (databases and configuration); PostgreSQL and TimescaleDB stay installed
+	LOCAL_DB_EDITION=apache scripts/local-db.sh remove
+	LOCAL_DB_EDITION=timescale scripts/local-db.sh remove
+	LOCAL_DB_EDITION=timescale-pg18 scripts/local-db.sh remove
 
 initdb:  ## apply the schema's migrations to DATABASE_URL (as its owner)
 	$(PYTHON) -m datatracker migrate

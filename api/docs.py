@@ -1,13 +1,13 @@
 """The documentation pages under /schema, whose scripts and styles the API serves itself.
 
-Redoc (at /schema and /schema/redoc) and Swagger UI (/schema/swagger) come from the pinned
-package drf-spectacular-sidecar, which ships their release builds as static files: the pages
-render with no network access and the same on every install, where Litestar's defaults load
-an unpinned build from a CDN, and web fonts. A Content-Security-Policy keeps the pages to this
-server: Redoc's build would otherwise fetch its maker's logo from a CDN.
+Redoc (at /schema and /schema/redoc) and Swagger UI (/schema/swagger) are their release
+builds, kept in api/schema-assets (its README says which versions, from where, under which
+licences): the pages render with no network access and the same on every install, where
+Litestar's defaults load an unpinned build from a CDN, and web fonts. A
+Content-Security-Policy keeps the pages to this server: Redoc's build would otherwise fetch
+its maker's logo from a CDN.
 """
 
-import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,26 +32,20 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def assets_directory() -> Path:
-    """Where the sidecar package keeps Redoc and Swagger UI. Found without importing it: its
-    `__init__` imports Django, which the API has no use for."""
-    spec = importlib.util.find_spec("drf_spectacular_sidecar")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("drf-spectacular-sidecar is not installed: make install")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    return package / "static" / "drf_spectacular_sidecar"
+# Redoc's and Swagger UI's files, one directory each.
+ASSETS_DIRECTORY = Path(__file__).resolve().parent / "schema-assets"
 
 
 def assets_router() -> Router:
     """Serves the Redoc and Swagger UI files under /schema/assets, outside the schema."""
     return create_static_files_router(
-        path=ASSETS_PATH, directories=[assets_directory()], include_in_schema=False
+        path=ASSETS_PATH, directories=[ASSETS_DIRECTORY], include_in_schema=False
     )
 
 
 def openapi_config(version: str) -> OpenAPIConfig:
     """The OpenAPI schema at /schema/openapi.json and its pages, all from this server."""
-    swagger = f"{ASSETS_PATH}/swagger-ui-dist"
+    swagger = f"{ASSETS_PATH}/swagger-ui"
     return OpenAPIConfig(
         title="datatracker",
         version=version,
@@ -67,7 +61,7 @@ def openapi_config(version: str) -> OpenAPIConfig:
         render_plugins=[
             RedocRenderPlugin(
                 path=["/", "/redoc"],
-                js_url=f"{ASSETS_PATH}/redoc/bundles/redoc.standalone.js",
+                js_url=f"{ASSETS_PATH}/redoc/redoc.standalone.js",
                 google_fonts=False,
                 favicon=NO_FAVICON,
             ),

@@ -137,9 +137,10 @@ CACHE_STATE = Gauge(
 )
 
 
-def announced(payload: str) -> None:
-    """Count an announcement the listener applied, by its kind (the payload's first word)."""
-    ANNOUNCEMENTS.labels(payload.partition(" ")[0]).inc()
+def announced(source: str) -> None:
+    """Count an announcement the listener applied, by its source as api/announcements.py read
+    it (a bounded set: a hostile payload counts as `unknown`, never as a label of its own)."""
+    ANNOUNCEMENTS.labels(source).inc()
 
 
 def forget_dead_workers() -> None:

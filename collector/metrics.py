@@ -20,7 +20,7 @@ from collector.report import CycleReport
 
 if TYPE_CHECKING:
     from collector.backlog import Backlog
-    from collector.spool import Evicted, Spool
+    from collector.spool import Spool
 
 log = logging.getLogger("collector")
 
@@ -96,11 +96,11 @@ def ended(outcome: str) -> None:
     CYCLES.labels(outcome).inc()
 
 
-def evicted(dropped: "Evicted") -> None:
-    """Cycles were dropped from a full spool."""
-    if dropped.cycles:
-        CYCLES.labels("evicted").inc(dropped.cycles)
-        TICKS_EVICTED.inc(dropped.ticks)
+def evicted(cycles: int, ticks: int) -> None:
+    """Cycles were dropped from a full spool (or from memory, when the spool failed)."""
+    if cycles:
+        CYCLES.labels("evicted").inc(cycles)
+        TICKS_EVICTED.inc(ticks)
 
 
 class CollectorState(Collector):

@@ -4,16 +4,16 @@
 # scripts/local-db.sh calls it. Does nothing when the extension is already installed.
 #
 # What it changes, only when TimescaleDB is missing, saying each step as it goes:
-#   1. /etc/apt/sources.list.d/timescaledb-src.sources: a deb-src entry for Debian 13 (trixie)
-#      main on the machine's own Debian mirror. Source packages only: nothing is installed
-#      from trixie.
-#   2. apt-get update (package lists only).
-#   3. The build tools that are missing (postgresql-server-dev-N, cmake, build-essential,
+#   1. apt-get update (package lists of the machine's own sources).
+#   2. The build tools that are missing (postgresql-server-dev-N, cmake, build-essential,
 #      dpkg-dev, libssl-dev), each checked with dpkg -s. Never an upgrade: an installed package
 #      stays at its version (apt-get install --no-upgrade), and if installing one would
 #      upgrade another (a newer postgresql-server-dev needing a newer libpq), the script stops
 #      and says which, before changing anything.
-#   4. TimescaleDB built from trixie's source and installed into PostgreSQL N's directories.
+#   3. TimescaleDB built from Debian 13 (trixie)'s source package, fetched by
+#      scripts/fetch-trixie-source.sh with a deb-src entry and source index of its own in a
+#      temporary directory (nothing added to /etc/apt, nothing installed from trixie), and
+#      installed into PostgreSQL N's directories.
 set -euo pipefail
 
 say() { echo "install-timescaledb: $*" >&2; }
@@ -29,21 +29,7 @@ fi
 say "TimescaleDB is not installed for PostgreSQL $pg_major: building it from Debian's source"
 
 export DEBIAN_FRONTEND=noninteractive
-apt_dir=${APT_DIR:-/etc/apt}  # another for tests only (tests/unit/test_quick_start.py)
-sources=$apt_dir/sources.list.d/timescaledb-src.sources
-if [ ! -f "$sources" ]; then
-  mirror=$(grep -hoE '^URIs: *\S+/debian/?$' "$apt_dir"/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
-  [ -n "$mirror" ] || mirror=$(grep -hoE '^deb +\S+/debian/? ' "$apt_dir"/sources.list 2>/dev/null | head -1 | awk '{print $2}')
-  [ -n "$mirror" ] || { say "cannot find a Debian mirror in the apt sources"; exit 1; }
-  say "adding $sources: deb-src of Debian 13 (trixie) main from $mirror"
-  cat > "$sources" <<SRC
-Types: deb-src
-URIs: $mirror
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-fi
+here=$(cd "$(dirname "$0")" && pwd)
 
 say "apt-get update (package lists)"
 apt-get update -q
@@ -74,8 +60,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-say "downloading TimescaleDB's source package from trixie into $work"
-apt-get source --download-only timescaledb
+"$here/fetch-trixie-source.sh" timescaledb "$work"
 dpkg-source -x --no-check timescaledb_*.dsc src
 cd src
 say "building TimescaleDB (Apache-2 edition) for $($pg_config --version) on $(nproc) cores"

@@ -25,6 +25,9 @@ as_role() { sed -E "s#//[^@]*@#//$1:$1@#" <<<"$admin_url"; }
 
 admin_url=$(scripts/local-db.sh start)
 say "bootstrapping $admin_url as the superuser: db/init.sql, db/create-users.sh"
+# Both are idempotent: on a second run init.sql's `IF NOT EXISTS` would add a NOTICE that the
+# extension exists. Warnings and errors still show.
+export PGOPTIONS="-c client_min_messages=warning"
 psql -X -q -v ON_ERROR_STOP=1 -d "$admin_url" -f db/init.sql
 eval "$("$python" - "$admin_url" <<'PY'
 import shlex, sys
@@ -40,7 +43,7 @@ COLLECTOR_DB_PASSWORD=collector API_DB_PASSWORD=api GRAFANA_DB_PASSWORD=grafana 
 psql -X -q -v ON_ERROR_STOP=1 -d "$admin_url" \
   -c "ALTER ROLE collector PASSWORD 'collector'" -c "ALTER ROLE api PASSWORD 'api'" \
   -c "ALTER ROLE grafana PASSWORD 'grafana'"
-unset PGHOST PGPORT PGPASSWORD POSTGRES_USER POSTGRES_DB
+unset PGHOST PGPORT PGPASSWORD POSTGRES_USER POSTGRES_DB PGOPTIONS
 DATABASE_URL=$admin_url "$python" -m datatracker migrate
 
 export PRICE_SOURCE=${PRICE_SOURCE:-simulated}

@@ -29,7 +29,7 @@ from datatracker.schema import migrate
 from datatracker.storage import StorageMode
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMESCALEDB_IMAGE = "timescale/timescaledb:2.28.3-pg17"
+TIMESCALEDB_IMAGE = "timescale/timescaledb:2.28.3-pg18"
 LOCAL_DB_SCRIPT = ROOT / "scripts" / "local-db.sh"
 # The service roles' passwords on test servers (db/create-users.sh creates the roles).
 ROLE_PASSWORDS = {"collector": "collector", "api": "api", "grafana": "grafana"}
@@ -42,6 +42,7 @@ class Server:
     url: str
     source: str
     version: str
+    postgresql: str  # the server's PostgreSQL version, e.g. '17.6'
     edition: StorageMode  # 'timescale' (Timescale License) or 'apache'
 
     def describe(self) -> str:
@@ -49,8 +50,8 @@ class Server:
         address = conninfo_to_dict(self.url)
         where = f"{address.get('host', 'localhost')}:{address.get('port', 5432)}"
         return (
-            f"{self.source} at {where}: TimescaleDB {self.version}, "
-            f"{self.edition} edition ({licence})"
+            f"{self.source} at {where}: PostgreSQL {self.postgresql}, "
+            f"TimescaleDB {self.version}, {self.edition} edition ({licence})"
         )
 
 
@@ -86,15 +87,16 @@ def docker_answers() -> bool:
 
 
 def describe_server(url: str, source: str) -> Server:
-    """What the server at `url` runs: TimescaleDB's version and edition."""
+    """What the server at `url` runs: PostgreSQL's version, TimescaleDB's version and edition."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT default_version, current_setting('timescaledb.license', true)"
+            "SELECT default_version, current_setting('timescaledb.license', true),"
+            " split_part(current_setting('server_version'), ' ', 1)"
             " FROM pg_available_extensions WHERE name = 'timescaledb'"
         ).fetchone()
     if row is None:
         raise RuntimeError(f"{source}: the server has no TimescaleDB extension")
-    return Server(url, source, row[0], "timescale" if row[1] == "timescale" else "apache")
+    return Server(url, source, row[0], row[2], "timescale" if row[1] == "timescale" else "apache")
 
 
 @functools.cache
@@ -211,12 +213,40 @@ def template_database(database_server: str) -> Iterator[str]:
     execute(database_server, "DROP DATABASE {} WITH (FORCE)", name)
 
 
+# The privileges on the database itself (migration 0006 takes TEMPORARY from PUBLIC), which
+# CREATE DATABASE ... TEMPLATE does not copy: one GRANT per privilege the template grants.
+TEMPLATE_GRANTS = """
+SELECT a.privilege_type, coalesce(r.rolname, 'PUBLIC')
+FROM pg_database AS d, aclexplode(d.datacl) AS a
+LEFT JOIN pg_roles AS r ON r.oid = a.grantee
+WHERE d.datname = %s AND d.datacl IS NOT NULL
+"""
+
+
+def copy_database_privileges(conninfo: str, template: str, name: str) -> None:
+    """Give database `name` the privileges on it that `template` has on itself."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        grants = conn.execute(TEMPLATE_GRANTS, [template]).fetchall()
+        if not grants:
+            return  # the defaults, which the clone has too
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+        for privilege, grantee in grants:
+            conn.execute(
+                sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                    sql.SQL(privilege),
+                    sql.Identifier(name),
+                    sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee),
+                )
+            )
+
+
 @pytest.fixture
 def database_url(database_server: str, template_database: str) -> Iterator[str]:
     """Yield the superuser conninfo of a fresh database cloned from the template (for setting
     up and inspecting), dropped afterwards."""
     name = f"datatracker_test_{secrets.token_hex(4)}"
     execute(database_server, "CREATE DATABASE {} TEMPLATE {}", name, template_database)
+    copy_database_privileges(database_server, template_database, name)
     yield with_dbname(database_server, name)
     execute(database_server, "DROP DATABASE {} WITH (FORCE)", name)
 

@@ -197,7 +197,8 @@ def test_ctrl_c_at_the_terminal_ends_make_local_with_status_0(
 ) -> None:
     """Ctrl-C at the terminal of `make local`, once the API serves, stops the collector and the
     API (their port closed, no process of the session left) and make ends with status 0,
-    printing `run-local: stopped` and no error of its own."""
+    printing `run-local: stopped` and no error of its own; on a cluster set up before, the
+    bootstrap says nothing either (no NOTICE that the extension exists)."""
     with serving_make_local(local_cluster, tmp_path) as (make, terminal, api_port):
         terminal.type(CTRL_C)
         try:
@@ -213,6 +214,8 @@ def test_ctrl_c_at_the_terminal_ends_make_local_with_status_0(
     assert 0 == status, output
     assert "run-local: stopped" in output, output
     assert "make: ***" not in output, output
+    assert "NOTICE" not in output, output
+    assert "could not change directory" not in output, output
     assert not api_listens, f"the API still listens on {api_port}:\n{output}"
     assert {} == left, output
 

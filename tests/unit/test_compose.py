@@ -62,6 +62,19 @@ def test_the_image_runs_the_timescaledb_ci_tests() -> None:
         assert f"version={TESTED_TIMESCALEDB}" in shared_build.read_text()
 
 
+def test_ci_tests_the_postgresql_major_of_the_image() -> None:
+    """CI builds the PostgreSQL major of the database image and starts a Timescale-License
+    cluster on it, which scripts/test.sh runs the suite on."""
+    image = SERVICES["timescaledb"]["image"]
+    major = re.fullmatch(r"timescale/timescaledb:[\d.]+-pg(\d+)", image)
+    ci = (ROOT / ".ci" / "run").read_text()
+
+    assert major is not None
+    assert re.search(rf"^PG_MAJOR={major[1]} PG_SUITE=\w+ scripts/build-postgresql\.sh$", ci, re.M)
+    assert f"\nLOCAL_DB_EDITION=timescale-pg{major[1]} scripts/local-db.sh start\n" in ci
+    assert "timescale/timescaledb:" in (ROOT / "scripts" / "test.sh").read_text()
+
+
 def test_the_database_healthcheck_goes_over_tcp() -> None:
     """The healthcheck asks 127.0.0.1, not the socket the init scripts' server listens on."""
     check = " ".join(SERVICES["timescaledb"]["healthcheck"]["test"])

@@ -78,11 +78,14 @@ def run_installer(
         f'for p in {" ".join(installed)}; do [ "$2" = "$p" ] && '
         'echo "Status: install ok installed" && exit 0; done; exit 1',
     )
+    # Records each call, and the deb-src entry of a call that reads its own sources.
     stub(
         bin_dir,
         "apt-get",
         f'echo "$*" >> {log}\n'
-        f'case "$*" in *--simulate*) cat {tmp_path / "simulation"} ;; source*) exit 1 ;; esac',
+        'for a in "$@"; do case $a in Dir::Etc::SourceParts=*) '
+        f'cat "${{a#*=}}"/*.sources > {tmp_path / "entry"} ;; esac; done\n'
+        f'case "$*" in *--simulate*) cat {tmp_path / "simulation"} ;; *" source "*) exit 1 ;; esac',
     )
     result = subprocess.run(
         ["bash", str(INSTALLER)],
@@ -105,22 +108,28 @@ def test_the_installer_does_nothing_when_timescaledb_is_there(tmp_path: Path) ->
 
 def test_the_installer_installs_only_what_is_missing_without_upgrades(tmp_path: Path) -> None:
     """Installed build tools are kept as they are; the missing one is installed with
-    --no-upgrade; each step is said, and the deb-src entry is for sources only."""
+    --no-upgrade; each step is said, and trixie's source is read through a deb-src entry and
+    lists of its own, outside the apt directory, which is left as it was."""
     simulation = "Inst cmake (3.25.1-1 Debian:12.12/stable [amd64])\n"
     result, calls = run_installer(tmp_path, [p for p in BUILD_TOOLS if p != "cmake"], simulation)
 
     install = "install -y --no-upgrade --no-install-recommends cmake"
     assert ["update -q", f"{install} --simulate", install] == calls[:3]
-    assert calls[3].startswith("source --download-only timescaledb")  # the stub stops here
+    own_sources = "-q -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="
+    assert [True, True] == [call.startswith(own_sources) for call in calls[3:]]
+    assert calls[3].endswith(" update")
+    assert "Dir::State::Lists=" in calls[3]
+    assert calls[4].endswith(" source --download-only timescaledb")  # the stub stops here
     for said in [
-        "deb-src of Debian 13 (trixie) main from http://deb.example/debian",
+        "source index of Debian 13 (trixie) main from http://deb.example/debian",
         "apt-get update (package lists)",
         "libssl-dev is installed: kept as it is",
         "installing what is missing: cmake",
     ]:
         assert said in result.stderr
-    entry = (tmp_path / "apt/sources.list.d/timescaledb-src.sources").read_text()
+    entry = (tmp_path / "entry").read_text()
     assert "Types: deb-src\nURIs: http://deb.example/debian\nSuites: trixie\n" in entry
+    assert ["debian.sources"] == [p.name for p in (tmp_path / "apt").rglob("*") if p.is_file()]
 
 
 def test_the_installer_stops_before_an_upgrade(tmp_path: Path) -> None:
@@ -139,8 +148,14 @@ def test_the_installer_stops_before_an_upgrade(tmp_path: Path) -> None:
 
 
 def test_every_apt_install_of_the_scripts_refuses_upgrades() -> None:
-    """The scripts that make local runs as root install with --no-upgrade, every time."""
-    for script in ("local-db.sh", "install-timescaledb.sh"):
+    """The scripts that make local and CI run as root install with --no-upgrade, every time."""
+    scripts = (
+        "local-db.sh",
+        "install-timescaledb.sh",
+        "build-postgresql.sh",
+        "build-timescaledb-tsl.sh",
+    )
+    for script in scripts:
         lines = (ROOT / "scripts" / script).read_text().splitlines()
         installs = [line for line in lines if "apt-get install" in line and "echo" not in line]
         installs = [line for line in installs if not line.lstrip().startswith("#")]
