@@ -11,9 +11,10 @@ from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.types import Scope
+from litestar.types import ControllerRouterHandler, Scope
 from psycopg_pool import PoolTimeout
 
+from api import metrics
 from api.asgi import Api
 from api.cache import ResponseCache
 from api.candles import candles
@@ -85,17 +86,28 @@ def create_app(settings: Settings) -> Litestar:
         app.state.pool = pool
         app.state.cache = cache
         app.state.settings = settings  # /health judges freshness by the collect interval
-        listening = asyncio.create_task(cache.listen(settings.database_url))
+        tasks = [asyncio.create_task(cache.listen(settings.database_url))]
+        if settings.api_metrics:
+            tasks.append(asyncio.create_task(metrics.follow(cache)))
         try:
             yield
         finally:
-            listening.cancel()
-            with suppress(asyncio.CancelledError):
-                await listening
+            for task in tasks:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
 
+    handlers: list[ControllerRouterHandler] = [
+        price_history,
+        candles,
+        rankings,
+        health,
+        assets_router(),
+    ]
     return Api(
-        route_handlers=[price_history, candles, rankings, health, assets_router()],
+        route_handlers=[*handlers, metrics.metrics] if settings.api_metrics else handlers,
+        middleware=[metrics.request_metrics] if settings.api_metrics else [],
         dependencies={"conn": Provide(provide_connection)},
         lifespan=[lifespan],
         exception_handlers={

@@ -31,7 +31,7 @@ from typing import TypeVar
 import psycopg
 from cachetools import TLRUCache
 
-from api import announcements, heap
+from api import announcements, heap, metrics
 from api.windows import PriceWindows
 from datatracker.database import redact_dsn
 
@@ -171,6 +171,7 @@ class ResponseCache:
                         await conn.execute("LISTEN datatracker_changes")
                         storage = await self._check(conn)
                         self._listen_from_now(True)
+                        metrics.LISTENER_CONNECTS.inc()
                         if self.windows.enabled:
                             await self.windows.start(conn)
                         said_off = False
@@ -221,6 +222,7 @@ class ResponseCache:
                 storage = now
             for change in payloads:
                 await windows.apply(conn, change, now_micros())
+                metrics.announced(change.source)
             if payloads:
                 heap.trim()
 

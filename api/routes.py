@@ -16,6 +16,7 @@ from litestar.types import ASGIApp, Scope
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from api import metrics
 from api.cache import ResponseCache, now_micros
 from api.docs import NOT_FOUND_EXAMPLE, PRICE_HISTORY_EXAMPLE, documented
 from api.errors import clip, shorten
@@ -128,6 +129,9 @@ async def price_history(
     window, place = await hot_window(cache, exchange, symbol)
     if window is None or place is None:
         window, place = await read_window(state.pool, cache, exchange, symbol, now)
+        metrics.FROM_SQL.inc()
+    else:
+        metrics.FROM_MEMORY.inc()
     lo, hi = window.span(now)
     if lo == hi:
         raise NotFoundException(f"no price of {symbol!r} on {exchange!r} in the last 24 hours")

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from collector import metrics
 from collector.cycle import log_written
 from collector.errors import UNREACHABLE, describe, storable
 from collector.report import CycleReport
@@ -108,6 +109,7 @@ class Backlog:
         self._evicted(cycles, ticks)
 
     def _evicted(self, cycles: int, ticks: int) -> None:
+        metrics.evicted(cycles, ticks)
         if cycles:
             if not self._evicted_ticks:
                 log.error(
@@ -221,6 +223,7 @@ class Backlog:
         log.error("cycle set aside in the spool: %s", describe(error), exc_info=error)
         await asyncio.to_thread(self._spool.set_aside, seq, describe(error), trace)
         self.set_aside += 1
+        metrics.ended("set_aside")
         await self._record_set_aside()
 
     async def _record_set_aside(self) -> None:

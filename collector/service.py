@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import AsyncConnectionPool
 
+from collector import metrics
 from collector.backfill import BackfillReport
 from collector.backlog import Backlog
 from collector.cycle import cycle_instant, fetch_cycle, scheduled_instant
@@ -146,13 +147,16 @@ class Collector:
             report = await fetch_cycle(
                 self._source, at, timeout_seconds=fetch_budget(self._settings)
             )
+            metrics.fetched(report)
             await self.backlog.keep(report)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
+            metrics.ended("abandoned")
             log.warning("cycle %s abandoned: stopping", at.strftime("%Y-%m-%dT%H:%M:%SZ"))
             return
         except Exception:
+            metrics.ended("lost")
             log.exception("cycle %s lost: not kept in the spool", at.strftime("%Y-%m-%dT%H:%M:%SZ"))
             return
         self._follow_exchanges(report)
@@ -334,6 +338,11 @@ async def serve(settings: Settings, source: PriceSource, pool: AsyncConnectionPo
         ticks,
         collector.spool.set_aside_count(),
     )
+    state = metrics.CollectorState(
+        collector.spool, collector.backlog, settings.collect_interval_seconds
+    )
+    server = metrics.MetricsServer(state)
+    server.start(settings.metrics_host, settings.metrics_port)
     scheduler = AsyncIOScheduler(timezone=UTC)
     collector.schedule(scheduler)
     stop = asyncio.Event()
@@ -345,5 +354,6 @@ async def serve(settings: Settings, source: PriceSource, pool: AsyncConnectionPo
     scheduler.start()
     await stop.wait()
     log.info("stopping")
+    server.stop()
     await collector.stop()
     log.info("stopped")

@@ -5,6 +5,7 @@ from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
+from collector import metrics
 from collector.report import CycleReport
 from collector.writer import QUERIES, TickWriter
 
@@ -31,6 +32,7 @@ class Store:
             await conn.execute(QUERIES["record_runs"], report.runs())
         report.write_seconds = time.monotonic() - started
         report.stored = True
+        metrics.written(report)
 
     async def record_set_aside(
         self,

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     api_header_timeout_seconds: float = Field(default=10, gt=0, le=3600)
     # /health answers 503 once a TimescaleDB job has failed this many times in a row.
     health_job_failures: int = Field(default=3, ge=1, le=1000)
+    # Prometheus metrics (README, Metrics): the API's /metrics, and the collector's own port
+    # (0: none).
+    api_metrics: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
 
     @field_validator("supported_exchanges", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""Grafana's SQL query pipeline, reproduced for tests, and the queries of grafana/.
+"""Grafana's SQL query pipeline, reproduced for tests, and the queries of grafana/ (SQL on
+TimescaleDB; PromQL on Prometheus, for the Service dashboard).
 
 Grafana runs a PostgreSQL panel query in two steps. The browser interpolates
 template variables (`$exchange`, `${symbol:sqlstring}`, `$__interval`); then the
@@ -22,6 +23,7 @@ GRAFANA_DIR = Path(__file__).resolve().parent.parent / "grafana"
 DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
 PROVISIONING_DIR = GRAFANA_DIR / "provisioning"
 DATASOURCE_UID = "datatracker-timescaledb"
+PROMETHEUS_UID = "datatracker-prometheus"
 
 # Grafana's template-variable syntaxes: $name, [[name:format]], ${name:format}.
 _VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?::([^}]+))?\}")
@@ -202,6 +204,8 @@ def dashboard_queries() -> Iterator[GrafanaQuery]:
         uid = dashboard["uid"]
         for panel in panels(dashboard):
             for target in panel.get("targets", []):
+                if target["datasource"]["uid"] == PROMETHEUS_UID:
+                    continue  # PromQL: promql_queries
                 yield GrafanaQuery(
                     source=uid,
                     name=panel["title"],
@@ -220,6 +224,34 @@ def dashboard_queries() -> Iterator[GrafanaQuery]:
                     sql=_variable_sql(variable),
                     datasource_uid=variable["datasource"]["uid"],
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class PromQuery:
+    """One provisioned PromQL panel query."""
+
+    source: str  # dashboard uid
+    name: str  # panel title and the target's refId
+    expr: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}/{self.name}"
+
+    def expand(self, rate_interval: str) -> str:
+        """The expression as Grafana sends it, `$__rate_interval` replaced."""
+        return self.expr.replace("$__rate_interval", rate_interval)
+
+
+def promql_queries() -> list[PromQuery]:
+    """Every PromQL target of every dashboard."""
+    return [
+        PromQuery(dashboard["uid"], f"{panel['title']} {target['refId']}", target["expr"])
+        for dashboard in dashboards().values()
+        for panel in panels(dashboard)
+        for target in panel.get("targets", [])
+        if target["datasource"]["uid"] == PROMETHEUS_UID
+    ]
 
 
 def alert_queries() -> Iterator[GrafanaQuery]:

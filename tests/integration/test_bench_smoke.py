@@ -13,6 +13,7 @@ from bench import (
     footprint,
     generate,
     hot_read,
+    metrics_overhead,
     outage,
     profile_summary,
     read_path,
@@ -124,6 +125,26 @@ def test_hot_read_reports_latencies_rates_and_memory(database_url: str) -> None:
     assert finite(result["many_workers_gain"])
     assert one["rss_after_warm_bytes"] > 0
     assert finite(one["health_after_warm"]["price_windows_mb"])
+
+
+def test_metrics_overhead_reports_both_apis_and_their_ratio(database_url: str) -> None:
+    """The metrics benchmark loads the API with metrics on and off and reports finite rates,
+    CPU per request and their ratios."""
+    generate.main(["--database-url", database_url, "--pairs", "20", "--days", "0.05"])
+    result = metrics_overhead.main(
+        ["--database-url", database_url, "--pairs", "20", "--seconds", "1", "--runs", "2",
+         "--clients", "2", "--grace", "10", "--in-process-rounds", "2",
+         "--in-process-requests", "50"]
+    )  # fmt: skip
+    for name in ("on", "off"):
+        assert finite(result["http"][name]["requests_per_second"]["median"])
+        assert finite(result["http"][name]["server_cpu_us_per_request"]["median"])
+        assert finite(result["in_process"][name]["median"])
+    assert finite(result["http"]["ratio_on_off"])
+    assert finite(result["http"]["cpu_ratio_off_on"])
+    assert finite(result["in_process"]["cpu_ratio_off_on"])
+    assert [200, 200] == [scrape["status"] for scrape in result["http"]["scrapes"]]
+    assert {200: 4 * 50} == result["in_process"]["statuses"]
 
 
 def test_profile_summary_ranks_frames(tmp_path: Path) -> None:

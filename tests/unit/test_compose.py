@@ -98,3 +98,49 @@ def test_init_scripts_then_migrate_then_the_services() -> None:
         waits = SERVICES[name]["depends_on"]["migrate"]
         assert {"condition": "service_completed_successfully"} == waits
     assert "no" == SERVICES["migrate"]["restart"]
+
+
+def test_prometheus_is_the_official_image_pinned_to_a_version() -> None:
+    """The prometheus service runs prom/prometheus at a fixed version, never a moving tag."""
+    image = SERVICES["prometheus"]["image"]
+
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", image), image
+
+
+def test_prometheus_reads_the_repository_s_config_and_keeps_its_data_in_a_volume() -> None:
+    """prometheus/prometheus.yml is mounted read-only where --config.file names it, and the
+    storage path is a named volume."""
+    service = SERVICES["prometheus"]
+    mounts = [volume.split(":") for volume in service["volumes"]]
+    flags = dict(flag.removeprefix("--").split("=", 1) for flag in service["command"])
+
+    assert ["./prometheus/prometheus.yml", flags["config.file"], "ro"] in mounts
+    (data,) = [source for source, target, *_ in mounts if target == flags["storage.tsdb.path"]]
+    assert data in COMPOSE["volumes"]
+
+
+def test_prometheus_scrapes_the_api_and_the_collector_where_compose_runs_them() -> None:
+    """The config's two jobs name the api and collector services at the ports compose gives
+    them (API_PORT, and METRICS_PORT on an address other containers reach)."""
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for group in job["static_configs"] for t in group["targets"]]
+        for job in config["scrape_configs"]
+    }
+    api, collector = SERVICES["api"]["environment"], SERVICES["collector"]["environment"]
+
+    assert {
+        "api": [f"api:{api['API_PORT']}"],
+        "collector": [f"collector:{collector['METRICS_PORT']}"],
+    } == targets
+    assert "0.0.0.0" == collector["METRICS_HOST"]  # noqa: S104 (inside its container)
+    assert "9101" not in " ".join(SERVICES["collector"].get("ports", []))
+
+
+def test_grafana_s_prometheus_datasource_is_the_prometheus_service() -> None:
+    """Grafana's provisioned Prometheus datasource points at the compose service's port."""
+    datasources = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
+    (source,) = yaml.safe_load(datasources.read_text())["datasources"]
+    published = SERVICES["prometheus"]["ports"][0].rsplit(":", 1)[1]
+
+    assert f"http://prometheus:{published}" == source["url"]

@@ -12,6 +12,7 @@ import pytest
 
 from tests.grafana_macros import (
     DATASOURCE_UID,
+    PROMETHEUS_UID,
     PROVISIONING_DIR,
     GrafanaQuery,
     all_queries,
@@ -19,10 +20,12 @@ from tests.grafana_macros import (
     expand,
     load_yaml,
     panels,
+    promql_queries,
     variables,
 )
 
 DATASOURCE_FILE = PROVISIONING_DIR / "datasources" / "timescaledb.yaml"
+PROMETHEUS_FILE = PROVISIONING_DIR / "datasources" / "prometheus.yaml"
 PROVIDER_FILE = PROVISIONING_DIR / "dashboards" / "datatracker.yaml"
 ALERT_FILES = sorted((PROVISIONING_DIR / "alerting").glob("*.yaml"))
 # Where docker-compose.yml mounts grafana/dashboards inside the Grafana container.
@@ -158,15 +161,59 @@ def test_dashboard_defaults_to_the_last_day_in_utc_refreshed_every_minute(name: 
     assert ({"from": "now-24h", "to": "now"}, "utc", "1m") == defaults
 
 
+def test_the_prometheus_datasource_is_compose_s_prometheus_with_a_fixed_uid() -> None:
+    """The Prometheus datasource has the uid the Service dashboard names, at compose's
+    `prometheus` service, not the default."""
+    (source,) = load_yaml(PROMETHEUS_FILE)["datasources"]
+
+    expected = ("prometheus", PROMETHEUS_UID, "http://prometheus:9090", "proxy", False)
+    assert expected == (
+        source["type"],
+        source["uid"],
+        source["url"],
+        source["access"],
+        source["isDefault"],
+    )
+
+
 @pytest.mark.parametrize("name", DASHBOARDS)
 def test_every_panel_target_and_variable_uses_the_provisioned_datasource(name: str) -> None:
-    """Panels, their targets and query variables all name the datasource by its fixed uid."""
+    """Panels, their targets and query variables all name one provisioned datasource by its
+    fixed uid: TimescaleDB, or Prometheus for the Service dashboard."""
     dashboard = DASHBOARDS[name]
     refs = [panel["datasource"] for panel in panels(dashboard) if panel["type"] != "row"]
     refs += [target["datasource"] for panel in panels(dashboard) for target in panel["targets"]]
     refs += [variable["datasource"] for variable in variables(dashboard)]
+    uid = PROMETHEUS_UID if dashboard["uid"] == "datatracker-service" else DATASOURCE_UID
 
-    assert [DATASOURCE_UID] * len(refs) == [ref["uid"] for ref in refs]
+    assert [uid] * len(refs) == [ref["uid"] for ref in refs]
+
+
+def test_the_service_dashboard_charts_every_series_the_issue_names() -> None:
+    """The Service dashboard's PromQL covers cycles, fetch and write time, lag, spool, set-aside
+    cycles, requests, latency, errors, windows, the listener and TimescaleDB's job failures."""
+    exprs = " ".join(query.expr for query in promql_queries())
+    wanted = [
+        "datatracker_collector_cycles_total",
+        "datatracker_collector_fetch_seconds_bucket",
+        "datatracker_collector_write_seconds_bucket",
+        "datatracker_collector_writer_lag_seconds",
+        "datatracker_collector_spool_cycles",
+        "datatracker_collector_spool_bytes",
+        "datatracker_collector_set_aside_cycles",
+        "datatracker_api_request_duration_seconds_count",
+        "datatracker_api_request_duration_seconds_bucket",
+        'status_code=~"[45].."',
+        "datatracker_api_price_answers_total",
+        "datatracker_api_price_windows",
+        "datatracker_api_response_cache_state",
+        "datatracker_api_listener_connects_total",
+        "datatracker_api_announcements_total",
+        "datatracker_newest_tick_age_seconds",
+        "datatracker_timescaledb_job_consecutive_failures",
+    ]
+
+    assert [] == [name for name in wanted if name not in exprs]
 
 
 @pytest.mark.parametrize("name", DASHBOARDS)
