@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.api_server import free_port
@@ -41,8 +42,15 @@ http {{
     uwsgi_temp_path temp/uwsgi;
     scgi_temp_path temp/scgi;
     include datatracker.conf;
+    # Answered by nginx itself: Proxy.log's mark (one worker: logged after every request
+    # answered before it).
+    server {{
+        listen 127.0.0.1:{mark_port};
+        return 204;
+    }}
 }}
 """
+MARK = "/logged-so-far"
 
 
 def placeholders(template: str) -> set[str]:
@@ -72,15 +80,26 @@ def nginx() -> Path:
 class Proxy:
     port: int
     prefix: Path
+    mark_port: int
+    marks: int = 0  # requests to the mark server so far
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> list[list[str]]:
-        """The access log so far: per request, its fields of LOG_FORMAT."""
-        text = (self.prefix / "logs" / "access.log").read_text()
-        return [line.split("|") for line in text.splitlines()]
+        """The access log of every request answered so far: per request, its fields of
+        LOG_FORMAT. nginx writes a line once the answer is sent, so a client may read its
+        answer before the line is written: a request to the mark server is waited for first."""
+        httpx.get(f"http://127.0.0.1:{self.mark_port}{MARK}", timeout=5).raise_for_status()
+        self.marks += 1
+        for _ in range(200):
+            text = (self.prefix / "logs" / "access.log").read_text()
+            lines = [line.split("|") for line in text.splitlines()]
+            if self.marks == sum(line[0] == MARK for line in lines):
+                return [line for line in lines if line[0] != MARK]
+            time.sleep(0.01)
+        raise AssertionError("nginx did not log its mark within 2 s")
 
 
 @contextlib.contextmanager
@@ -93,7 +112,7 @@ def nginx_proxy(api_ports: list[int]) -> Iterator[Proxy]:
     prefix.chmod(0o755)
     for directory in ("logs", "temp"):
         (prefix / directory).mkdir(mode=0o755)
-    port = free_port()
+    port, mark_port = free_port(), free_port()
     servers = prefix / "api-servers.conf"
     servers.write_text("".join(f"server 127.0.0.1:{api_port};\n" for api_port in api_ports))
     values = {
@@ -102,7 +121,8 @@ def nginx_proxy(api_ports: list[int]) -> Iterator[Proxy]:
         "PROXY_API_SERVERS": str(servers),
     }
     (prefix / "datatracker.conf").write_text(fill(TEMPLATE.read_text(), values))
-    (prefix / "nginx.conf").write_text(MAIN_CONF.format(log_format=LOG_FORMAT))
+    main = MAIN_CONF.format(log_format=LOG_FORMAT, mark_port=mark_port)
+    (prefix / "nginx.conf").write_text(main)
     command = [str(executable), "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf")]
     errors = prefix / "logs" / "error.log"
     command += ["-e", str(errors), "-g", "daemon off;"]
@@ -110,7 +130,7 @@ def nginx_proxy(api_ports: list[int]) -> Iterator[Proxy]:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         until_listening(port, process, errors)
-        yield Proxy(port, prefix)
+        yield Proxy(port, prefix, mark_port)
     finally:
         if process.poll() is None:
             process.terminate()  # nginx's fast shutdown
