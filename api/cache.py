@@ -31,7 +31,7 @@ from typing import TypeVar
 import psycopg
 from cachetools import TLRUCache
 
-from api import heap
+from api import announcements, heap
 from api.windows import PriceWindows
 from datatracker.database import redact_dsn
 
@@ -39,8 +39,8 @@ T = TypeVar("T")
 
 # What the database announces changes of (db/init.sql): the ticks, and the stored ranking
 # (tables rankings and rankings_window). A value says which of them it was read from.
-TICKS = "ticks"
-RANKING = "ranking"
+TICKS = announcements.TICKS
+RANKING = announcements.RANKING
 SOURCES = (TICKS, RANKING)
 # Between notifications the listener checks its connection (and the chunks of ticks) this
 # often, and gives a check this long to answer; values are served only while the last answer
@@ -84,6 +84,7 @@ class ResponseCache:
         self._listening = False
         self._answered_at = -math.inf  # time.monotonic() of the listener's last answer
         self._changes: Counter[str] = Counter()
+        self._complaints = announcements.Complaints()
 
     @property
     def status(self) -> str:
@@ -132,10 +133,9 @@ class ResponseCache:
             expires = time.monotonic() + fresh_for
             self._entries[key] = Entry(value, ENTRY_OVERHEAD_BYTES + size, token, expires)
 
-    def changed(self, payload: str) -> None:
-        """Drop what was read from the announcement's source (every value, when it is not a
-        known one); `ticks <first µs>/<last µs>` is a write to ticks that names its span."""
-        source = payload.partition(" ")[0]
+    def changed(self, source: str) -> None:
+        """Drop what was read from an announcement's source (every value, when it is not
+        TICKS or RANKING: api/announcements.py)."""
         if source in SOURCES:
             self._changes[source] += 1
         else:
@@ -199,9 +199,14 @@ class ResponseCache:
             payloads = []
             # Returns at the first announcement: the windows hold requests until it is read.
             async for notification in conn.notifies(timeout=CHECK_SECONDS, stop_after=1):
-                self.changed(notification.payload)
+                change = announcements.parse(
+                    notification.payload, now_micros(), windows.retention_us
+                )
+                if change.malformed:
+                    self._complaints.malformed(notification.payload)
+                self.changed(change.source)
                 windows.announce()
-                payloads.append(notification.payload)
+                payloads.append(change)
             now = await self._check(conn)
             if now != storage:
                 # Chunks dropped or compressed. Or only added: announced by the write that
@@ -211,10 +216,10 @@ class ResponseCache:
                 # dropped, compressed, decompressed) drops the windows, to be read again.
                 if chunks(storage) - chunks(now):
                     windows.announce()
-                    payloads.append("storage")
+                    payloads.append(announcements.Announcement(announcements.STORAGE))
                 storage = now
-            for payload in payloads:
-                await windows.apply(conn, payload, now_micros())
+            for change in payloads:
+                await windows.apply(conn, change, now_micros())
             if payloads:
                 heap.trim()
 

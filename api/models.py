@@ -1,6 +1,6 @@
 """The API's response bodies."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
@@ -43,6 +43,25 @@ class Health:
     price_windows: int = 0  # pairs whose 24-hour window this worker holds (api/windows.py)
     price_windows_mb: float = 0.0  # what they take, counted against API_WINDOWS_MB
     reason: str | None = None  # why the status is not "ok" (the answer is then 503)
+    # TimescaleDB's jobs whose last run failed or that have not succeeded within twice their
+    # schedule (api/jobs.py); always [] on the Apache edition, which has no jobs.
+    jobs: list["JobHealth"] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class JobHealth:
+    """A TimescaleDB job /health reports: its last run failed, or it is overdue."""
+
+    job: str  # `<procedure>:<relation>`, or `<schema>.<procedure>:<job id>` for an action
+    job_id: int
+    schedule_seconds: float
+    scheduled: bool  # False when paused
+    last_run_started_at: datetime | None  # None: never run in the background
+    last_run_status: str | None  # "Success", "Failed" or None (never run)
+    last_success: datetime | None  # None: never succeeded
+    consecutive_failures: int
+    error: str | None  # the last run's error, when it failed
+    overdue: bool  # not succeeded within twice its schedule
 
 
 @dataclass(frozen=True, slots=True)

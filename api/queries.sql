@@ -17,10 +17,15 @@ SELECT (SELECT rank_cv FROM rankings WHERE market_id = %(market_id)s) AS rank,
 
 -- name: health
 -- What /health reports of the data: the newest tick's time and age in seconds (NULLs when there
--- is none) and how many cycles the collector set aside: (time, age_seconds, set_aside).
+-- is none) and how many cycles the collector set aside: (time, age_seconds, set_aside). A tick
+-- more than %(ahead)s seconds (one collect interval) ahead of now is no sign of a live
+-- collector and is left out (the database refuses such writes from a service: migration 0006).
 SELECT time, extract(epoch FROM now() - time)::float8 AS age_seconds,
        (SELECT count(*) FROM set_aside_cycles)::integer AS set_aside
-FROM (SELECT max(time) AS time FROM ticks) AS newest;
+FROM (
+    SELECT max(time) AS time FROM ticks
+    WHERE time <= now() + make_interval(secs => %(ahead)s::float8)
+) AS newest;
 
 -- name: storage_mode
 -- The TimescaleDB edition's license: (license), 'timescale' (policies, continuous aggregates,

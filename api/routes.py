@@ -18,8 +18,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.cache import ResponseCache, now_micros
 from api.docs import NOT_FOUND_EXAMPLE, PRICE_HISTORY_EXAMPLE, documented
-from api.errors import clip
-from api.models import Health, PriceHistory, Problem
+from api.errors import clip, shorten
+from api.jobs import JobState, job_states
+from api.models import Health, JobHealth, PriceHistory, Problem
 from api.price_body import US_PER_SECOND, gunzip
 from api.raw_response import RawResponse
 from api.windows import DAY_US, Place, Window
@@ -240,15 +241,22 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 @get(
     "/health",
     summary="Database reachability and freshness of the data",
-    responses={503: ResponseSpec(Health, description="Stale data or cycles set aside")},
+    responses={
+        503: ResponseSpec(Health, description="Stale data, cycles set aside or a job failing")
+    },
 )
 async def health(conn: Connection, state: State) -> Response[Health]:
-    """`ok` with the newest tick's time and age, the storage mode and whether responses are
-    cached; 503 with a reason when the newest tick is older than two collect intervals or the
-    collector set cycles aside (and, by the app's handler, when the DB is down)."""
-    cursor = await conn.execute(QUERIES["health"])
+    """`ok` with the newest tick's time and age, the storage mode, whether responses are
+    cached, and TimescaleDB's jobs whose last run failed or that have not succeeded within
+    twice their schedule (`jobs`; none on the Apache edition); 503 with a reason when the
+    newest tick is older than two collect intervals, the collector set cycles aside or a job
+    failed `HEALTH_JOB_FAILURES` times in a row (and, by the app's handler, when the DB is
+    down). A tick more than one collect interval ahead of now does not count as fresh."""
+    ahead = state.settings.collect_interval_seconds
+    cursor = await conn.execute(QUERIES["health"], {"ahead": ahead})
     newest, age, set_aside = await cursor.fetchone() or (None, None, 0)
     mode = await detect_storage_mode(conn)
+    jobs = [job for job in await job_states(conn) if job.needs_attention]
     compression = "available" if mode == "timescale" else "unavailable"
     reasons = []
     if set_aside:
@@ -256,6 +264,7 @@ async def health(conn: Connection, state: State) -> Response[Health]:
     stale_after = 2 * state.settings.collect_interval_seconds
     if age is not None and age > stale_after:
         reasons.append(f"the newest tick is {age:.0f} s old, more than {stale_after} s")
+    reasons += job_failures(jobs, state.settings.health_job_failures)
     reason = "; ".join(reasons) or None
     body = Health(
         "failing" if reason else "ok",
@@ -269,5 +278,33 @@ async def health(conn: Connection, state: State) -> Response[Health]:
         len(state.cache.windows),
         round(state.cache.windows.held_bytes / 2**20, 3),
         reason,
+        jobs=[job_health(job) for job in jobs],
     )
     return Response(body, status_code=503 if reason else 200)
+
+
+def job_failures(jobs: list[JobState], limit: int) -> list[str]:
+    """A reason for each scheduled job that failed `limit` times in a row or more; a paused
+    job is reported in `jobs` but never makes /health fail."""
+    return [
+        f"TimescaleDB job {job.name}: {job.consecutive_failures} failures in a row, the last: "
+        f"{shorten(job.error or 'no error recorded')}"
+        for job in jobs
+        if job.scheduled and job.consecutive_failures >= limit
+    ]
+
+
+def job_health(job: JobState) -> JobHealth:
+    """What /health says of a job that needs attention."""
+    return JobHealth(
+        job.name,
+        job.job_id,
+        job.schedule_seconds,
+        job.scheduled,
+        job.last_run_started_at,
+        job.last_run_status,
+        job.last_success,
+        job.consecutive_failures,
+        job.error,
+        job.overdue,
+    )

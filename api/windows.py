@@ -9,7 +9,8 @@ listener is down.
 The database stays the source of truth. Every write to ticks announces itself (migration
 0005): a write that names its span (`ticks <first µs>/<last µs>`, as the collector's writer
 does) is read back in one query for all pairs and laid over each window; any other (psql,
-an update, a delete) drops every window, to be read again on demand. While an announced
+an update, a delete, or a span that is no sane one: api/announcements.py) drops every
+window, to be read again on demand. While an announced
 change is being read, requests wait for it: no answer shows a window older than the last
 change announced. Which name a pair has (markets) and its place in the stored ranking are
 kept here too, read whole when they change.
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from psycopg import AsyncConnection
 
+from api.announcements import MARKETS, RANKING, STORAGE, TICKS, Announcement
 from api.price_body import (
     GzipMember,
     entity_tag,
@@ -46,6 +48,8 @@ from datatracker.queries import load_queries
 QUERIES = load_queries(Path(__file__).with_name("windows.sql"))
 
 DAY_US = 86_400 * 1_000_000
+# The raw retention until storage_settings is read (RAW_RETENTION's default).
+DEFAULT_RETENTION_US = 7 * DAY_US
 # A write spanning more than this is not read back into the windows: they are dropped and
 # read again pair by pair when asked for (a backfill of hours, say).
 MAX_SPAN_US = 3_600 * 1_000_000
@@ -248,6 +252,8 @@ class PriceWindows:
         self._current = asyncio.Event()
         self._current.set()
         self._listener_socket = -1
+        # How far back a write may name instants (storage_settings), read at each start.
+        self.retention_us = DEFAULT_RETENTION_US
 
     @property
     def enabled(self) -> bool:
@@ -322,19 +328,20 @@ class PriceWindows:
         self._pending += 1
         self._current.clear()
 
-    async def apply(self, conn: AsyncConnection, payload: str, now_us: int) -> None:
+    async def apply(self, conn: AsyncConnection, change: Announcement, now_us: int) -> None:
         """Read what an announced change did (see the module's docstring)."""
         try:
-            source, _, span = payload.partition(" ")
-            if source == "ranking":
+            if change.source == RANKING:
                 await self._read_ranking(conn)
-            elif source == "ticks" and (bounds := parse_span(span)):
-                await self._read_span(conn, *bounds, now_us)
-            elif source == "ticks" or source == "storage":
+            elif change.source == TICKS and change.span:
+                await self._read_span(conn, *change.span, now_us)
+            elif change.source in (TICKS, STORAGE):
                 self._drop_windows()
-            else:  # markets renamed or deleted, or an unknown announcement
+            else:  # markets renamed or deleted, or a malformed announcement: everything
                 self._drop_windows()
                 await self._read_markets(conn)
+                if change.source != MARKETS:
+                    await self._read_ranking(conn)
         finally:
             self._pending -= 1
             if not self._pending:
@@ -352,6 +359,9 @@ class PriceWindows:
         self._drop_windows()
         await self._read_markets(conn)
         await self._read_ranking(conn)
+        cursor = await conn.execute(QUERIES["raw_retention"])
+        row = await cursor.fetchone()
+        self.retention_us = int(row[0]) if row else self.retention_us
         self.version += 1
         self.serving = True
 
@@ -425,13 +435,3 @@ class PriceWindows:
         ranked = int(row[0]) if row else 0
         self._places = {market_id: Place(rank, ranked) for market_id, rank in ranks}
         self._unranked = Place(None, ranked)
-
-
-def parse_span(span: str) -> tuple[int, int] | None:
-    """The (first, last) µs of a `<first>/<last>` span; None when there is none or it is
-    malformed (then the windows are dropped, as for any write that names no span)."""
-    first, _, last = span.partition("/")
-    try:
-        return int(first), int(last)
-    except ValueError:
-        return None

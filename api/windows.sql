@@ -38,3 +38,7 @@ SELECT market_id, rank_cv FROM rankings;
 -- name: ranked
 -- How many pairs the stored ranking ranks: (ranked).
 SELECT coalesce((SELECT ranked FROM rankings_window), 0) AS ranked;
+
+-- name: raw_retention
+-- How long ticks are kept, in µs: (raw_retention).
+SELECT (extract(epoch FROM raw_retention) * 1000000)::int8 FROM storage_settings;

@@ -77,3 +77,21 @@ TRUNCATE candles_5m, candles_1h;
 -- name: reset_ticks
 -- Empties ticks and markets, so a footprint measures one scale at a time.
 TRUNCATE ticks, markets RESTART IDENTITY;
+
+-- name: guards_off
+-- Takes migration 0006's guards on ticks away (the bounds trigger, the range constraints).
+DROP TRIGGER IF EXISTS ticks_in_bounds ON ticks;
+ALTER TABLE ticks DROP CONSTRAINT IF EXISTS ticks_price_range;
+ALTER TABLE ticks DROP CONSTRAINT IF EXISTS ticks_exchange_time_range;
+
+-- name: guards_on
+-- Puts them back (whether or not they are there) as migration 0006 and configure_storage()
+-- make them.
+ALTER TABLE ticks DROP CONSTRAINT IF EXISTS ticks_price_range;
+ALTER TABLE ticks DROP CONSTRAINT IF EXISTS ticks_exchange_time_range;
+ALTER TABLE ticks ADD CONSTRAINT ticks_price_range
+    CHECK (price >= 1e-12 AND price < 1e12) NOT VALID;
+ALTER TABLE ticks ADD CONSTRAINT ticks_exchange_time_range
+    CHECK (exchange_time >= '2009-01-01 00:00:00+00' AND exchange_time < '2100-01-01 00:00:00+00')
+    NOT VALID;
+SELECT configure_storage(NULL, NULL, NULL, NULL);

@@ -35,9 +35,12 @@ from datatracker.storage import detect_storage_mode, mode_of_license
 
 TICK_COUNTS = (1_000, 10_000, 50_000, 200_000)
 EXCHANGES = 25
-# Cycles fall on minutes from here; every cycle size has markets and a day of its own, so a
-# size's candle roll-up sees only its own ticks.
-ANCHOR = datetime(2025, 1, 1, tzinfo=UTC)
+# Cycles fall on minutes from here; every cycle size has markets and 4 hours of its own, so a
+# size's candle roll-up sees only its own ticks. Within the last day: the database refuses a
+# service's ticks from before the raw retention horizon or the future (migration 0006), and
+# chunks older than a day may be compressed on the Timescale-License edition.
+ANCHOR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=20)
+SPAN = timedelta(hours=4)
 
 
 class Base(DeclarativeBase):
@@ -58,7 +61,7 @@ class OriginalPrice(Base):
 
 def cycle_ticks(count: int, cycle: int) -> list[Tick]:
     """The `count` ticks of one cycle: the same markets every cycle, prices moving a little."""
-    at = ANCHOR + timedelta(days=TICK_COUNTS.index(count) if count in TICK_COUNTS else 9)
+    at = ANCHOR + SPAN * (TICK_COUNTS.index(count) if count in TICK_COUNTS else len(TICK_COUNTS))
     at += timedelta(minutes=cycle)
     return [
         Tick(

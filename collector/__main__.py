@@ -11,6 +11,7 @@ from collector.cycle import cycle_instant, run_cycle
 from collector.errors import log_failure
 from collector.service import resume_walk, serve, start_maintenance
 from collector.sources import build_source
+from collector.spool import SpoolInUse
 from collector.store import Store
 from datatracker.database import create_pool, wait_for_database
 from datatracker.logs import configure_logging
@@ -80,6 +81,9 @@ def run(argv: list[str]) -> int:
     configure_logging(settings.log_level)
     try:
         return asyncio.run(main(settings, args))
+    except SpoolInUse as error:
+        log.error("%s", error)
+        return 2
     except Exception as error:
         if unknown_exchange(error):
             log.error("configuration error: %s", error)

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Never, TextIO
 
 from psycopg_pool import AsyncConnectionPool
@@ -17,7 +17,8 @@ from collector.bulk import GridWriter
 from collector.maintenance import Maintenance
 from collector.sources import GRID_STEP, GridSource, PriceSource, TickGrid
 from collector.ticks import Tick
-from collector.writer import write_ticks
+from collector.writer import QUERIES, write_ticks
+from datatracker.instants import EPOCH
 
 log = logging.getLogger("collector.backfill")
 
@@ -56,7 +57,7 @@ async def backfill(
     to date too, as it is written (on a second connection of the pool). A source of grids is
     written about `grid_ticks` ticks at a time."""
     started = time.monotonic()
-    start = end - timedelta(hours=hours)
+    start = min(await within_horizon(pool, end - timedelta(hours=hours)), end)
     if isinstance(source, GridSource):
         width = grid_width(len(source.markets(exchanges)), grid_ticks)
         grids = source.grids(start, end, exchanges, width=width)
@@ -75,6 +76,29 @@ async def backfill(
         report.seconds,
     )
     return report
+
+
+async def within_horizon(pool: AsyncConnectionPool, start: datetime) -> datetime:
+    """`start`, or the oldest whole minute the database still takes ticks at when `start` is
+    older (the raw retention): a history the database would refuse is not fetched at all."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(QUERIES["write_horizon"])
+        row = await cursor.fetchone()
+    if row is None or start >= row[0]:
+        return start
+    horizon = ceil_to_step(row[0].astimezone(UTC))
+    log.warning(
+        "backfill starts at %s, not %s: the database keeps raw ticks for RAW_RETENTION only",
+        horizon.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return horizon
+
+
+def ceil_to_step(moment: datetime) -> datetime:
+    """The first instant of the grid (a whole minute) at or after `moment`."""
+    floor = moment - (moment - EPOCH) % GRID_STEP
+    return floor if floor == moment else floor + GRID_STEP
 
 
 async def write_batches(

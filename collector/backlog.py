@@ -5,6 +5,11 @@ the cycle is on disk; the database's speed or absence never delays a fetch. The 
 drains the spool in order: a cycle is deleted from it only after its transaction
 commits; a lost connection leaves it at the head to be tried again; any other failure
 sets it aside so that the cycles behind it flow on.
+
+When the spool cannot be written (a full or read-only disk, an I/O error) a cycle is held in
+memory instead and the writer writes it straight to the database: no cycle is lost while
+either way to durable storage is open. The spool's failure is logged once, and its
+recovery, which needs nothing but the next cycle finding it writable again.
 """
 
 import asyncio
@@ -12,13 +17,14 @@ import contextlib
 import logging
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from collector.cycle import log_written
 from collector.errors import UNREACHABLE, describe, storable
 from collector.report import CycleReport
-from collector.spool import Spool, decode_cycle
+from collector.spool import SPOOL_ERRORS, Spool, decode_cycle, encode_cycle
 from collector.store import Store
 
 log = logging.getLogger("collector")
@@ -47,6 +53,10 @@ class Backlog:
         self._since: datetime | None = None  # oldest cycle written since the last upkeep
         self._newest: datetime | None = None
         self._task: asyncio.Task[None] | None = None
+        # Cycles the spool could not take, oldest first, with their encoded sizes.
+        self._held: deque[tuple[CycleReport, int]] = deque()
+        self._held_bytes = 0
+        self._spool_failing = False
         self.evicted_ticks = 0  # since start, for tests and the log
         self.set_aside = 0
 
@@ -56,23 +66,62 @@ class Backlog:
         return self._down_since is not None
 
     async def keep(self, report: CycleReport) -> None:
-        """Put the cycle on disk (dropping the oldest past the bound) and wake the writer."""
-        evicted = await asyncio.to_thread(self._spool.put, report)
-        if evicted.cycles:
+        """Put the cycle on disk (dropping the oldest past the bound), or in memory when the
+        spool cannot take it, and wake the writer."""
+        try:
+            evicted = await asyncio.to_thread(self._spool.put, report)
+        except SPOOL_ERRORS as error:
+            self._spool_failed(error)
+            self._hold(report)
+        else:
+            self._spool_back()
+            self._evicted(evicted.cycles, evicted.ticks)
+        self._wake.set()
+
+    def _spool_failed(self, error: BaseException) -> None:
+        if self._spool_failing:
+            return
+        self._spool_failing = True
+        log.error(
+            "spool %s cannot be written (%s): writing cycles straight to the database, "
+            "holding them in memory while it is unreachable, until the spool takes them again",
+            self._spool.path,
+            describe(error),
+        )
+
+    def _spool_back(self) -> None:
+        if self._spool_failing:
+            self._spool_failing = False
+            log.warning("spool %s written again", self._spool.path)
+
+    def _hold(self, report: CycleReport) -> None:
+        """Keep a cycle the spool refused in memory, within the spool's bound (the newest
+        always fits)."""
+        size = len(encode_cycle(report))
+        self._held.append((report, size))
+        self._held_bytes += size
+        cycles = ticks = 0
+        while self._held_bytes > self._spool.max_bytes and len(self._held) > 1:
+            dropped, dropped_size = self._held.popleft()
+            self._held_bytes -= dropped_size
+            cycles, ticks = cycles + 1, ticks + dropped.fetched
+        self._evicted(cycles, ticks)
+
+    def _evicted(self, cycles: int, ticks: int) -> None:
+        if cycles:
             if not self._evicted_ticks:
                 log.error(
                     "spool full (%d bytes): dropping the oldest cycles from now on",
                     self._spool.max_bytes,
                 )
-            self._evicted_ticks += evicted.ticks
-            self.evicted_ticks += evicted.ticks
+            self._evicted_ticks += ticks
+            self.evicted_ticks += ticks
             log.warning(
                 "spool full: %d oldest cycles (%d ticks) dropped, %d ticks since it filled",
-                evicted.cycles,
-                evicted.ticks,
+                cycles,
+                ticks,
                 self._evicted_ticks,
             )
-        self._wake.set()
 
     def start(self) -> None:
         """Start the writer task."""
@@ -94,6 +143,12 @@ class Backlog:
 
     async def _step(self) -> bool:
         """Write the oldest spooled cycle, or wait for one; False once stopping and done."""
+        if self._held:
+            if not await self._write_held():
+                if self._stopping:
+                    return False
+                await self._pause()
+            return True
         head = await asyncio.to_thread(self._spool.oldest)
         if head is None:
             if self._stopping:
@@ -101,7 +156,7 @@ class Backlog:
             await self._caught_up()
             self._wake.clear()
             waiting, _ = await asyncio.to_thread(self._spool.waiting)
-            if not waiting:
+            if not waiting and not self._held:
                 await self._wake.wait()
             return True
         if not await self._write(*head):
@@ -121,13 +176,43 @@ class Backlog:
         except Exception as error:
             await self._set_aside(seq, body, error)
             return True
-        await asyncio.to_thread(self._spool.remove, seq)
+        try:
+            await asyncio.to_thread(self._spool.remove, seq)
+        except SPOOL_ERRORS as error:  # skipped from now on, deleted with the next one
+            self._spool_failed(error)
+        await self._written(report)
+        return True
+
+    async def _write_held(self) -> bool:
+        """Write the oldest cycle held in memory; False when the database could not be reached.
+        One the database refuses for another reason is dropped: the spool cannot keep it."""
+        report, size = self._held[0]
+        try:
+            await self._store.write(report)
+        except UNREACHABLE as error:
+            self._went_down(error)
+            return False
+        except Exception as error:
+            log.error(
+                "cycle %s lost: the database refused it and the spool cannot keep it: %s",
+                report.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                describe(error),
+                exc_info=error,
+            )
+        else:
+            await self._written(report)
+        if self._held and self._held[0][0] is report:
+            self._held.popleft()
+            self._held_bytes -= size
+        return True
+
+    async def _written(self, report: CycleReport) -> None:
         self._came_back()
         self._since = min(self._since or report.at, report.at)
         self._newest = max(self._newest or report.at, report.at)
         cycles, _ = await asyncio.to_thread(self._spool.waiting)
+        cycles += len(self._held)
         log_written(report, f"; {cycles} cycles waiting" if cycles else "")
-        return True
 
     async def _set_aside(self, seq: int, body: bytes, error: Exception) -> None:
         """Keep a refused cycle aside in the spool, say so once with the traceback, and record
@@ -215,3 +300,10 @@ class Backlog:
         waiting, ticks = await asyncio.to_thread(self._spool.waiting)
         if waiting:
             log.warning("%d cycles (%d ticks) left in the spool for the next start", waiting, ticks)
+        if self._held:
+            held = sum(report.fetched for report, _ in self._held)
+            log.error(
+                "%d cycles (%d ticks) lost: neither the spool nor the database took them",
+                len(self._held),
+                held,
+            )

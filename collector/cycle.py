@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from tenacity import (
     AsyncRetrying,
@@ -21,17 +21,26 @@ from collector.ticks import Quote, normalise
 
 log = logging.getLogger("collector")
 
-# A job may fire a hair before its instant (clock granularity); never file it a cycle early.
-EARLY_TOLERANCE = timedelta(seconds=1)
 # Attempts per exchange per cycle, all within the exchange's timeout.
 MAX_ATTEMPTS = 3
 BACKOFF = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
 
 
 def cycle_instant(now: datetime, interval_seconds: int) -> datetime:
-    """The cycle `now` belongs to: `now` floored to a multiple of the interval since the epoch."""
-    seconds = (now + EARLY_TOLERANCE).timestamp()
+    """The cycle under way at `now`: `now` floored to a multiple of the interval since the
+    epoch. For a cycle run by hand; a scheduled one is filed by `scheduled_instant`."""
+    seconds = now.timestamp()
     return datetime.fromtimestamp(seconds - seconds % interval_seconds, UTC)
+
+
+def scheduled_instant(scheduled: datetime, interval_seconds: int) -> datetime:
+    """The instant of a cycle the scheduler fired for `scheduled`: the multiple of the interval
+    nearest to it. The clock when the job runs plays no part, so a job that runs early (a
+    clock step) or late (a busy event loop) is filed under the instant it was scheduled for."""
+    micros = round(scheduled.timestamp() * 1_000_000)
+    step = interval_seconds * 1_000_000
+    nearest = (micros + step // 2) // step * step
+    return datetime.fromtimestamp(nearest // 1_000_000, UTC)
 
 
 def backoff(state: RetryCallState) -> float:

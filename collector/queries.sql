@@ -89,42 +89,15 @@ CROSS JOIN LATERAL (
 -- name: roll_up_candles_5m
 -- Apache mode: recomputes from the raw ticks the 5-minute candles of every bucket from the one
 -- holding %(since)s to the one ending at %(until)s (a bucket boundary; far in the future for
--- all), with the same expressions as the continuous aggregate of timescale mode. Grouped by
--- market first: the candles then come in the order of their primary key, which an hour of
--- 10,000 pairs inserts in about four fifths of the time.
-INSERT INTO candles_5m AS c (bucket, market_id, open, high, low, close, count, mean, m2)
-SELECT time_bucket(INTERVAL '5 minutes', time), market_id, first(price, time), max(price),
-       min(price), last(price, time), count(*), avg(price), var_pop(price) * count(*)
-FROM ticks
-WHERE time >= time_bucket(INTERVAL '5 minutes', %(since)s::timestamptz)
-  AND time < %(until)s::timestamptz
-GROUP BY 2, 1
-ON CONFLICT (market_id, bucket) DO UPDATE
-    SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-        count = excluded.count, mean = excluded.mean, m2 = excluded.m2;
+-- all). A function with the owner's rights (migration 0006): the collector cannot write
+-- candles itself, only have them computed from the ticks. Returns (candles), how many.
+SELECT roll_up_candles_5m(%(since)s::timestamptz, %(until)s::timestamptz) AS candles;
 
 -- name: roll_up_candles_1h
 -- Apache mode: recomputes the hourly candles from the hour holding %(since)s to the one ending
 -- at %(until)s (an hour boundary; far in the future for all) by combining their 5-minute
--- candles exactly: M2 = sum(m2_i) + sum(n_i * (mean_i - mean)^2). The hour's
--- mean comes from a window over the same sort the grouping uses: no join whose plan could
--- turn into a nested loop on a fresh chunk's missing statistics (it did, for minutes).
-INSERT INTO candles_1h AS c (bucket, market_id, open, high, low, close, count, mean, m2)
-SELECT hour, market_id, first(open, bucket), max(high), min(low), last(close, bucket),
-       sum(count), min(hour_mean), sum(m2 + count * (mean - hour_mean) * (mean - hour_mean))
-FROM (
-    SELECT time_bucket(INTERVAL '1 hour', bucket) AS hour, market_id, bucket, open, high, low,
-           close, count, mean, m2,
-           sum(count * mean) OVER hours / sum(count) OVER hours AS hour_mean
-    FROM candles_5m
-    WHERE bucket >= time_bucket(INTERVAL '1 hour', %(since)s::timestamptz)
-      AND bucket < %(until)s::timestamptz
-    WINDOW hours AS (PARTITION BY market_id, time_bucket(INTERVAL '1 hour', bucket))
-) AS parts
-GROUP BY market_id, hour
-ON CONFLICT (market_id, bucket) DO UPDATE
-    SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-        count = excluded.count, mean = excluded.mean, m2 = excluded.m2;
+-- candles exactly (migration 0006). Returns (candles), how many.
+SELECT roll_up_candles_1h(%(since)s::timestamptz, %(until)s::timestamptz) AS candles;
 
 -- name: roll_up_start
 -- Apache mode: where a catch-up rollup starts: (since), the newest 5-minute candle's bucket,
@@ -155,3 +128,9 @@ SELECT refresh_rankings() AS ranked;
 INSERT INTO set_aside_cycles (time, set_aside_at, error, traceback, exchanges, ticks)
 VALUES (%(time)s, %(set_aside_at)s, %(error)s, %(traceback)s, %(exchanges)s, %(ticks)s)
 ON CONFLICT DO NOTHING;
+
+-- name: write_horizon
+-- The oldest instant a service may write ticks at, as the database refuses older ones (the
+-- stored raw retention, migration 0006), ten minutes inside it so that a batch fetched and
+-- written a while later is not refused as the horizon moves on: (horizon).
+SELECT now() - raw_retention + INTERVAL '10 minutes' AS horizon FROM storage_settings;

@@ -12,13 +12,14 @@ import signal
 from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime, timedelta
 
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import AsyncConnectionPool
 
 from collector.backfill import BackfillReport
 from collector.backlog import Backlog
-from collector.cycle import cycle_instant, fetch_cycle
+from collector.cycle import cycle_instant, fetch_cycle, scheduled_instant
 from collector.errors import UNREACHABLE, describe, log_failure
 from collector.gaps import fill_exchange_gap, fill_gap
 from collector.maintenance import Maintenance
@@ -33,8 +34,8 @@ from datatracker.storage import detect_storage_mode
 
 log = logging.getLogger("collector")
 
-# How long a start waits for the database to resume a simulated walk from stored prices.
-RESUME_WAIT_SECONDS = 5.0
+# The scheduler's id of the collect job.
+COLLECT_JOB = "collect"
 # A cycle's fetch ends within this share of the interval, so it never overlaps the next one.
 FETCH_SHARE_OF_INTERVAL = 0.8
 
@@ -87,21 +88,60 @@ class Collector:
         self._job: asyncio.Task[None] | None = None
         self._stopping = False
         self._started_at = cycle_instant(datetime.now(UTC), settings.collect_interval_seconds)
+        self._submitted_at: datetime | None = None  # the instant the job was last submitted for
+        self._resuming: asyncio.Task[None] | None = None
         self._gap_filled = False
         self._last_fetched: dict[str, datetime] = {}
         self._fills: set[asyncio.Task[None]] = set()
 
-    async def collect(self, at: datetime | None = None) -> None:
-        """The scheduled job: fetch the cycle of the instant it was scheduled at (or `at`), and
-        spool it."""
+    def resume_meanwhile(self) -> None:
+        """Let a simulated walk continue from the stored prices if the database answers before
+        the first cycle; the first cycle never waits for it."""
+        if isinstance(self._source, SimulatedSource):
+            self._resuming = asyncio.create_task(self._resume(), name="collector-resume")
+
+    async def _resume(self) -> None:
+        try:
+            await resume_walk(self._source, self._pool)
+        except UNREACHABLE as error:
+            log.warning("simulated prices start afresh: database unreachable (%s)", describe(error))
+
+    def _stop_resuming(self) -> None:
+        resuming, self._resuming = self._resuming, None
+        if resuming is not None and not resuming.done():
+            resuming.cancel()
+            log.warning(
+                "simulated prices start afresh: the database did not answer before the first cycle"
+            )
+
+    async def collect(self, at: datetime) -> None:
+        """Fetch the cycle of instant `at` and spool it."""
         self._job = asyncio.current_task()
         try:
             await self._collect(at)
         finally:
             self._job = None
 
-    async def _collect(self, at: datetime | None) -> None:
-        at = at or cycle_instant(datetime.now(UTC), self._settings.collect_interval_seconds)
+    def _submitted(self, event: JobSubmissionEvent) -> None:
+        """Note the instant the scheduler submitted the collect job for. Called as it submits
+        the job, before the job's coroutine starts (events are dispatched in the same call of
+        the event loop that creates the job's task)."""
+        if event.job_id == COLLECT_JOB:
+            scheduled = event.scheduled_run_times[-1]
+            self._submitted_at = scheduled_instant(
+                scheduled, self._settings.collect_interval_seconds
+            )
+
+    async def _scheduled_collect(self) -> None:
+        """The scheduled job: the cycle of the instant the scheduler fired it for, whatever the
+        clock says as it runs."""
+        at, self._submitted_at = self._submitted_at, None
+        if at is None:  # not submitted by the scheduler (never expected): the clock's instant
+            at = cycle_instant(datetime.now(UTC), self._settings.collect_interval_seconds)
+        await self.collect(at)
+
+    async def _collect(self, at: datetime) -> None:
+        self._stop_resuming()
         try:
             report = await fetch_cycle(
                 self._source, at, timeout_seconds=fetch_budget(self._settings)
@@ -228,10 +268,11 @@ class Collector:
         self._scheduler = scheduler
         interval = self._settings.collect_interval_seconds
         first = cycle_instant(datetime.now(UTC), interval) + timedelta(seconds=interval)
+        scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
         scheduler.add_job(
-            self.collect,
+            self._scheduled_collect,
             IntervalTrigger(seconds=interval, start_date=first, timezone=UTC),
-            id="collect",
+            id=COLLECT_JOB,
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, interval // 2),
@@ -262,6 +303,8 @@ class Collector:
         """Stop fetching, let the fetch and the write under way finish within the grace, write
         what else fits in it, and leave the rest in the spool."""
         self._stopping = True
+        if self._resuming is not None:
+            self._resuming.cancel()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         loop = asyncio.get_running_loop()
@@ -282,11 +325,6 @@ class Collector:
 
 async def serve(settings: Settings, source: PriceSource, pool: AsyncConnectionPool) -> None:
     """Collect until SIGTERM or SIGINT, whether or not the database answers."""
-    try:
-        async with asyncio.timeout(RESUME_WAIT_SECONDS):
-            await resume_walk(source, pool)
-    except (TimeoutError, *UNREACHABLE) as error:
-        log.warning("simulated prices start afresh: database unreachable (%s)", describe(error))
     collector = Collector(settings, source, pool)
     waiting, ticks = collector.spool.waiting()
     log.info(
@@ -302,6 +340,7 @@ async def serve(settings: Settings, source: PriceSource, pool: AsyncConnectionPo
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    collector.resume_meanwhile()
     collector.backlog.start()
     scheduler.start()
     await stop.wait()

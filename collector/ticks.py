@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 
 from datatracker.symbols import normalise_symbol
 
-# Above this a "price" is a unit error or garbage, not a market (BTC is ~1e5).
+# Above this a "price" is a unit error or garbage, not a market (BTC is ~1e5); below MIN_PRICE
+# too (the smallest quotes are around 1e-8, a satoshi). Within [MIN_PRICE, MAX_PRICE) every
+# aggregate stays finite; the database refuses other prices (ticks_price_range, migration 0006).
+MIN_PRICE = 1e-12
 MAX_PRICE = 1e12
 # Exchange timestamps outside these years are unit errors (seconds or microseconds sent as
 # milliseconds) or garbage: stored as NULL rather than as a date nobody means.
@@ -54,7 +57,7 @@ def valid_price(value: object) -> float | None:
         price = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return price if 0 < price < MAX_PRICE and math.isfinite(price) else None
+    return price if MIN_PRICE <= price < MAX_PRICE and math.isfinite(price) else None
 
 
 def exchange_time(milliseconds: object) -> datetime | None:

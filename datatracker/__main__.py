@@ -8,6 +8,7 @@ import sys
 
 import psycopg
 
+from datatracker.database import redact_dsn
 from datatracker.schema import migrate
 from datatracker.settings import load_settings
 
@@ -20,7 +21,7 @@ def main(argv: list[str]) -> int:
     try:
         applied = migrate(settings.database_url, settings)
     except psycopg.Error as error:
-        print(f"migrate failed: {str(error).strip()}", file=sys.stderr)
+        print(f"migrate failed: {redact_dsn(str(error).strip())}", file=sys.stderr)
         return 1
     done = ", ".join(applied) if applied else "none, the schema was up to date"
     print(f"migrations applied: {done}; storage settings applied", file=sys.stderr)

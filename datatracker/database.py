@@ -13,8 +13,11 @@ log = logging.getLogger(__name__)
 
 # `user:secret@` in a URL, with or without its scheme (or a mistyped one: `postgresql//`).
 _URL_PASSWORD = re.compile(r"([^\s\"'/@:=]+):[^\s\"'@/]+@")
-# `password=secret` in a key=value string, quoted or not.
-_KEY_PASSWORD = re.compile(r"(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s\"]+)")
+# `password=secret` in a key=value string, quoted or not (and libpq's other secrets).
+_KEY_PASSWORD = re.compile(
+    r"(?i)\b((?:ssl)?password\s*=\s*|oauth_client_secret\s*=\s*|scram_\w+_key\s*=\s*)"
+    r"('(?:[^'\\]|\\.)*'?|[^\s\"]+)"
+)
 
 
 def redact_dsn(text: str) -> str:

@@ -3,13 +3,12 @@
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from datatracker.database import redact_dsn
+from datatracker.conninfo import check_conninfo
 from datatracker.symbols import normalise_exchange
 
 
@@ -61,6 +60,8 @@ class Settings(BaseSettings):
     api_max_connections: int = Field(default=4096, ge=1, le=1_000_000)
     api_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
     api_header_timeout_seconds: float = Field(default=10, gt=0, le=3600)
+    # /health answers 503 once a TimescaleDB job has failed this many times in a row.
+    health_job_failures: int = Field(default=3, ge=1, le=1000)
 
     @field_validator("supported_exchanges", mode="before")
     @classmethod
@@ -79,10 +80,17 @@ class Settings(BaseSettings):
     def _parse_database_url(cls, value: str) -> str:
         # Checked here so that a malformed URL stops the program with one line, and without
         # the password that psycopg's own message would quote.
-        try:
-            conninfo_to_dict(value)
-        except psycopg.ProgrammingError as error:
-            raise ValueError(redact_dsn(str(error).strip())) from None
+        check_conninfo(value)
+        return value
+
+    @field_validator("exchange_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # `EXCHANGE_BASE_URL=` (as in .env.example) leaves it unset
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname or value != value.strip():
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("log_level", mode="before")

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -60,9 +61,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def api_process(api_url: str, log: Path, **settings: str) -> Iterator[tuple[int, int]]:
+def api_process(
+    api_url: str, log: Path, *, open_files: int | None = None, **settings: str
+) -> Iterator[tuple[int, int]]:
     """`python -m api` (uvloop, as deployed) as the role `api`, with more `settings` in its
-    environment, logging to `log`; its port, once it answers, and its process id."""
+    environment, logging to `log`; its port, once it answers, and its process id. With
+    `open_files`, it starts with that limit of open files, soft and hard."""
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     port = free_port()
     env = {
         **os.environ,
@@ -73,7 +82,12 @@ def api_process(api_url: str, log: Path, **settings: str) -> Iterator[tuple[int,
     }
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "api"], cwd=log.parent, env=env, stdout=output, stderr=output
+            [sys.executable, "-m", "api"],
+            cwd=log.parent,
+            env=env,
+            stdout=output,
+            stderr=output,
+            preexec_fn=limit_open_files,  # only setrlimit, before exec
         )
     try:
         deadline = time.monotonic() + 20

@@ -213,12 +213,40 @@ def template_database(database_server: str) -> Iterator[str]:
     execute(database_server, "DROP DATABASE {} WITH (FORCE)", name)
 
 
+# The privileges on the database itself (migration 0006 takes TEMPORARY from PUBLIC), which
+# CREATE DATABASE ... TEMPLATE does not copy: one GRANT per privilege the template grants.
+TEMPLATE_GRANTS = """
+SELECT a.privilege_type, coalesce(r.rolname, 'PUBLIC')
+FROM pg_database AS d, aclexplode(d.datacl) AS a
+LEFT JOIN pg_roles AS r ON r.oid = a.grantee
+WHERE d.datname = %s AND d.datacl IS NOT NULL
+"""
+
+
+def copy_database_privileges(conninfo: str, template: str, name: str) -> None:
+    """Give database `name` the privileges on it that `template` has on itself."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        grants = conn.execute(TEMPLATE_GRANTS, [template]).fetchall()
+        if not grants:
+            return  # the defaults, which the clone has too
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+        for privilege, grantee in grants:
+            conn.execute(
+                sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                    sql.SQL(privilege),
+                    sql.Identifier(name),
+                    sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee),
+                )
+            )
+
+
 @pytest.fixture
 def database_url(database_server: str, template_database: str) -> Iterator[str]:
     """Yield the superuser conninfo of a fresh database cloned from the template (for setting
     up and inspecting), dropped afterwards."""
     name = f"datatracker_test_{secrets.token_hex(4)}"
     execute(database_server, "CREATE DATABASE {} TEMPLATE {}", name, template_database)
+    copy_database_privileges(database_server, template_database, name)
     yield with_dbname(database_server, name)
     execute(database_server, "DROP DATABASE {} WITH (FORCE)", name)
 

@@ -4,6 +4,7 @@ past it, request bodies and oversized headers are refused, and a client hanging 
 
 import asyncio
 import contextlib
+import os
 import resource
 import socket
 import struct
@@ -34,12 +35,11 @@ async def one_price(conn: psycopg.AsyncConnection, now: datetime) -> None:
     )
 
 
-@pytest.fixture
-def open_files() -> Iterator[None]:
-    """Room for 2,000 idle sockets at both ends (this process runs client and server): the
-    soft limit of open files raised when it is lower, and put back afterwards."""
+@contextlib.contextmanager
+def room_for(needed: int) -> Iterator[None]:
+    """This process's soft limit of open files raised to `needed` when it is lower, and put
+    back afterwards."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = 2 * IDLE_SOCKETS + 512
     if soft != resource.RLIM_INFINITY and soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
             pytest.fail(f"the hard limit of open files ({hard}) is below the {needed} needed")
@@ -48,6 +48,13 @@ def open_files() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def open_files() -> Iterator[None]:
+    """Room for 2,000 idle sockets at both ends (this process runs client and server)."""
+    with room_for(2 * IDLE_SOCKETS + 512):
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -146,6 +153,26 @@ async def test_an_idle_keep_alive_connection_is_closed(api_url: str) -> None:
     assert 0.9 <= elapsed < 3
 
 
+async def test_past_the_connection_limit_a_new_connection_is_refused_as_it_opens(
+    api_url: str,
+) -> None:
+    """A connection past API_MAX_CONNECTIONS that sends nothing is answered 503 at once and
+    closed cleanly (no reset), its file descriptor freed."""
+    async with api_with(api_url, api_max_connections=20) as api:
+        held = await connect(api, 20)
+        reader, writer = await asyncio.open_connection("127.0.0.1", api.base_url.port)
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        elapsed = time.monotonic() - started
+        writer.close()
+        for client in held:
+            client.close()
+
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer
+    assert answer.endswith(b"\r\n\r\nService Unavailable")
+    assert elapsed < 1
+
+
 async def test_past_the_connection_limit_requests_are_answered_503(api_url: str) -> None:
     """With API_MAX_CONNECTIONS connections open, another request gets 503, not silence; once
     they close, 200 again."""
@@ -204,6 +231,134 @@ async def test_headers_over_16_kb_are_refused_with_431(api_url: str, end: bytes)
         writer.close()
 
     assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+OVERSIZED_HEADERS = {
+    "15000-empty": b"a:\r\n" * 15_000,  # 60 kB of empty headers
+    "2000-short": b"X-Short: 1\r\n" * 2_000,
+    "101-short": b"X-Many: 1\r\n" * 101,
+    "16384-bytes": b"X-Big: " + b"a" * 16_384 + b"\r\n",
+    "60000-bytes": b"X-Big: " + b"a" * 60_000 + b"\r\n",
+}
+
+
+def exchange_raw(port: int, request: bytes) -> bytes:
+    """Send raw bytes on a new connection; everything answered until the server closes (a
+    reset shows as <reset> at the end)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(request)
+        answer = b""
+        try:
+            while data := client.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            answer += b"<reset>"
+    return answer
+
+
+def test_a_header_block_over_its_bounds_gets_one_431_and_a_clean_close(
+    api_url: str, tmp_path: Path
+) -> None:
+    """Over 16 KiB or 100 headers in all, sent at once to `python -m api` (uvloop): exactly
+    one answer, 431, then a close without a reset (before, 2,000 short headers got 200, and a
+    16 KiB one a 431 and then a 400 on the same connection); 100 headers still get 200."""
+    head = b"GET /rankings HTTP/1.1\r\nHost: x\r\n"
+    with api_process(api_url, tmp_path / "api.log", API_WORKERS="1") as (port, _):
+        answers = {
+            name: exchange_raw(port, head + headers + b"\r\n")
+            for name, headers in OVERSIZED_HEADERS.items()
+        }
+        hundred = exchange_raw(port, head + b"X-Ok: 1\r\n" * 98 + b"Connection: close\r\n\r\n")
+
+    statuses = {name: answer.split(b"\r\n", 1)[0] for name, answer in answers.items()}
+    assert {name: b"HTTP/1.1 431 Request Header Fields Too Large" for name in answers} == statuses
+    assert {name: 1 for name in answers} == {n: a.count(b"HTTP/1.1 ") for n, a in answers.items()}
+    assert [] == [name for name, answer in answers.items() if answer.endswith(b"<reset>")]
+    assert hundred.startswith(b"HTTP/1.1 200 "), hundred[:200]
+
+
+async def fresh_requests(port: int, count: int) -> list[int | str]:
+    """`count` requests for /rankings, each on a new connection: its status, or the name of
+    the error that stopped it."""
+    outcomes: list[int | str] = []
+    for _ in range(count):
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+                outcomes.append((await c.get("/rankings")).status_code)
+        except httpx.TransportError as error:
+            cause = error.__cause__ or error.__context__ or error
+            outcomes.append(type(cause).__name__)
+        await asyncio.sleep(0.05)
+    return outcomes
+
+
+async def idle_flood(port: int, count: int) -> list[socket.socket]:
+    """`count` connections to `port` that send nothing."""
+    loop = asyncio.get_running_loop()
+    sockets = []
+    for _ in range(count):
+        client = socket.socket()
+        client.setblocking(False)
+        await loop.sock_connect(client, ("127.0.0.1", port))
+        sockets.append(client)
+    return sockets
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("idle", "settings", "open_files"),
+    [
+        (4_400, {}, None),
+        (400, {"API_MAX_CONNECTIONS": "100"}, 300),
+    ],
+    ids=["defaults-4400-idle", "100-connections-400-idle-300-files"],
+)
+async def test_an_idle_flood_is_refused_never_reset(
+    api_url: str,
+    tmp_path: Path,
+    idle: int,
+    settings: dict[str, str],
+    open_files: int | None,
+) -> None:
+    """More idle connections than API_MAX_CONNECTIONS from one client (with the defaults; and
+    with 100 connections under a limit of 300 open files): fresh clients meanwhile get 200 or
+    503, never a reset; the refused connections get a 503 and a clean close; the server never
+    runs out of file descriptors; once the flood goes, 200 again."""
+    log = tmp_path / "api.log"
+    with (
+        room_for(idle + 1024),
+        api_process(api_url, log, open_files=open_files, API_WORKERS="1", **settings) as (
+            port,
+            pid,
+        ),
+    ):
+        flood = await idle_flood(port, idle)
+        try:
+            during = await fresh_requests(port, 20)
+            descriptors = open_descriptors(pid)
+            limit = resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
+            loop = asyncio.get_running_loop()
+            refused = []
+            for client in flood[-10:]:  # the last ones came past the limit
+                refused.append(await asyncio.wait_for(loop.sock_recv(client, 4096), 5))
+        finally:
+            for client in flood:
+                client.close()
+        await asyncio.sleep(0.5)
+        after = await fresh_requests(port, 3)
+
+    output = log.read_text(errors="replace")
+    assert set(during) <= {200, 503}, during
+    assert all(answer.startswith(b"HTTP/1.1 503 ") for answer in refused), refused
+    assert descriptors < limit, (descriptors, limit)
+    assert [200, 200, 200] == after
+    assert "Too many open files" not in output
+    assert "Traceback" not in output
+    assert 1 == output.count("API_MAX_CONNECTIONS reached"), output
 
 
 def hang_up_on_pipelined_requests(port: int, connections: int) -> None:

@@ -221,3 +221,20 @@ async def test_a_backfill_writes_into_compressed_chunks(
 
     assert 120 * MARKETS - MARKETS - 5 == report.written
     assert expected | before == await stored(collector_url)
+
+
+async def test_a_backfill_reaching_past_the_raw_retention_starts_at_its_horizon(
+    pool: AsyncConnectionPool, collector_url: str, database_url: str
+) -> None:
+    """A backfill longer than the stored raw retention is not refused: it writes the minutes
+    the database still keeps, from its horizon on, and says where it started."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("SELECT configure_storage('2 days', NULL, NULL, NULL)")
+        horizon = (await (await conn.execute("SELECT now() - interval '2 days'")).fetchone())[0]
+
+    report = await backfill(walk(), pool, END, 72)
+
+    assert horizon < report.start <= horizon + timedelta(minutes=11)
+    expected = await walked(hours=(END - report.start) / timedelta(hours=1))
+    assert expected == await stored(collector_url)
+    assert (len(expected), len(expected)) == (report.fetched, report.written)

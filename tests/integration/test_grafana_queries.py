@@ -22,6 +22,12 @@ from collector.ticks import Tick
 from collector.writer import QUERIES as COLLECTOR_QUERIES
 from collector.writer import write_ticks
 from tests.grafana_macros import GrafanaQuery, all_queries, expand
+from tests.integration.background_jobs import (
+    FAILING_ACTION_ERROR,
+    add_failing_action,
+    consecutive_failures,
+    run_in_background,
+)
 from tests.integration.history import refresh_candles, refresh_rankings
 
 QUERIES = all_queries()
@@ -46,6 +52,9 @@ EXPECTED_COLUMNS = {
         "failed cycles", "ticks written", "quotes dropped", "last error", "set-aside cycles",
     ],
     "datatracker-overview/Failed cycles, per exchange": ["time", "metric", "failed cycles"],
+    "datatracker-overview/TimescaleDB jobs": [
+        "job", "state", "failures in a row", "last run", "last success", "next run", "last error",
+    ],
     "datatracker-pair/Price: $symbol on $exchange": ["time", "price"],
     "datatracker-pair/Last 24 hours (${quote})": ["mean", "stdv", "min", "max"],
     "datatracker-pair/Change and volatility, 24 hours": ["change_pct", "cv"],
@@ -273,6 +282,55 @@ async def test_collector_health_shows_last_success_and_failures_per_exchange(
     )
 
     assert expected == [(row[0], row[1], row[4]) for row in await cursor.fetchall()]
+
+
+@pytest.mark.edition("timescale")
+async def test_the_jobs_panel_lists_every_policy(
+    reader: psycopg.AsyncConnection, end: datetime
+) -> None:
+    """On the Timescale-License edition the jobs panel lists each of the six policies once."""
+    cursor = await run(reader, query_named("datatracker-overview/TimescaleDB jobs"), end)
+
+    assert [
+        "policy_compression:ticks",
+        "policy_refresh_continuous_aggregate:candles_1h",
+        "policy_refresh_continuous_aggregate:candles_5m",
+        "policy_retention:candles_1h",
+        "policy_retention:candles_5m",
+        "policy_retention:ticks",
+    ] == sorted(row[0] for row in await cursor.fetchall() if row[0].startswith("policy_"))
+
+
+@pytest.mark.edition("timescale")
+async def test_the_jobs_panel_shows_a_failing_job_with_its_error(
+    loaded_url: str, reader: psycopg.AsyncConnection, end: datetime
+) -> None:
+    """A job that really failed (run by TimescaleDB's scheduler) shows in the jobs panel, as
+    the readers' role reads it: failing, its failures in a row, its error."""
+    job_id = await add_failing_action(loaded_url)
+    await run_in_background(loaded_url, job_id)
+    failures = await consecutive_failures(loaded_url, job_id)
+
+    cursor = await run(reader, query_named("datatracker-overview/TimescaleDB jobs"), end)
+    rows = await cursor.fetchall()
+
+    ((state, shown, last_run, last_success, _next_run, error),) = [
+        row[1:] for row in rows if row[0] == f"public.failing_action:{job_id}"
+    ]
+    assert ("failing", failures, None, FAILING_ACTION_ERROR) == (state, shown, last_success, error)
+    assert last_run is not None
+
+
+@pytest.mark.edition("apache")
+async def test_the_jobs_panel_says_the_apache_edition_has_none(
+    reader: psycopg.AsyncConnection, end: datetime
+) -> None:
+    """On the Apache edition the jobs panel shows one row saying there are no jobs."""
+    cursor = await run(reader, query_named("datatracker-overview/TimescaleDB jobs"), end)
+
+    ((job, state, failures, *_),) = await cursor.fetchall()
+    assert (state, failures) == ("ok", 0)
+    assert job.startswith("none: the Apache edition has no TimescaleDB jobs")
 
 
 async def test_the_price_alert_has_one_non_negative_deviation_per_pair(

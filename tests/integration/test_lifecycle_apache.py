@@ -68,7 +68,9 @@ async def test_rollups_equal_aggregates_of_the_raw_ticks(history: str) -> None:
             )
 
 
-async def test_retention_drops_exactly_the_chunks_past_the_horizon(collector_url: str) -> None:
+async def test_retention_drops_exactly_the_chunks_past_the_horizon(
+    collector_url: str, database_url: str
+) -> None:
     """The collector's retention drops the tick chunks that ended RAW_RETENTION ago, whatever
     the time of day, and no other."""
     edges = chunk_edges(datetime.now(UTC) - timedelta(days=7))
@@ -79,8 +81,10 @@ async def test_retention_drops_exactly_the_chunks_past_the_horizon(collector_url
     settings = settings_for(collector_url)
     pool = create_pool(collector_url, max_size=1, name="test")
     await pool.open(wait=True)
-    async with pool.connection() as conn:
+    # Ticks older than the horizon: only the owner may still write them (migration 0006).
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await write_ticks(conn, old)
+    async with pool.connection() as conn:
         cursor = await conn.execute("SELECT show_chunks('ticks')::text ORDER BY 1")
         before = [row[0] for row in await cursor.fetchall()]
 
@@ -97,13 +101,16 @@ async def test_retention_drops_exactly_the_chunks_past_the_horizon(collector_url
     assert [(price,) for price in edges.kept_prices] == prices
 
 
-async def test_timescale_mode_leaves_the_upkeep_to_the_database(collector_url: str) -> None:
+async def test_timescale_mode_leaves_the_upkeep_to_the_database(
+    collector_url: str, database_url: str
+) -> None:
     """Maintenance in timescale mode neither rolls up nor drops anything."""
     settings = settings_for(collector_url)
     pool = create_pool(collector_url, max_size=1, name="test")
     await pool.open(wait=True)
     tick = Tick(datetime.now(UTC) - timedelta(days=30), "kraken", "btcusd", "BTC", "USD", 1.0)
-    async with pool.connection() as conn:
+    # Older than the horizon: only the owner may still write it (migration 0006).
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await write_ticks(conn, [tick])
     maintenance = Maintenance(settings, pool, "timescale")
 

@@ -127,8 +127,10 @@ async def test_the_collector_cannot_drop_data_younger_than_the_retention(
         Tick(moment, "kraken", "btcusd", "BTC", "USD", float(n))
         for n, moment in enumerate(edges.ticks, start=1)
     ]
-    async with await psycopg.AsyncConnection.connect(collector_url, autocommit=True) as conn:
+    # Ticks older than the horizon: only the owner may still write them (migration 0006).
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await write_ticks(conn, old)
+    async with await psycopg.AsyncConnection.connect(collector_url, autocommit=True) as conn:
         refusals = await refused(
             conn,
             WRITER_REFUSED,

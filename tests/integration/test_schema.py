@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -15,7 +15,8 @@ from psycopg.conninfo import make_conninfo
 from datatracker.schema import migrate, migrations
 from tests.conftest import as_role, bootstrap, execute, with_dbname
 
-TICK_TIME = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+# Inside the raw retention, where a service may write (migration 0006).
+TICK_TIME = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
 
 # Every row a user's data could have: markets, the run records and the ticks.
 CONTENTS = """
@@ -132,7 +133,7 @@ async def test_a_database_of_the_previous_version_is_upgraded_without_losing_dat
     async with await psycopg.AsyncConnection.connect(as_role(url, "collector")) as collector:
         await collector.execute(
             "INSERT INTO ticks (time, market_id, price) VALUES (%s, %s, 1.5)",
-            [TICK_TIME.replace(hour=13), market_id],
+            [TICK_TIME + timedelta(hours=1), market_id],
         )
         await collector.commit()
     async with await psycopg.AsyncConnection.connect(url) as conn:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from api.server import SPARE_FILES
+from api.server import SPARE_FILES, refusing_limit
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = (
@@ -49,8 +49,11 @@ def test_a_low_soft_limit_is_raised_to_what_the_connections_need() -> None:
 
 
 def test_a_low_hard_limit_lowers_the_connections_allowed() -> None:
-    """Under a hard limit of 1,024 the API takes fewer connections than asked, keeping spare
-    files for the database and logs, rather than failing at accept()."""
+    """Under a hard limit of 1,024 the API takes fewer connections than asked, keeping room
+    for those it refuses past them and spare files for the database and logs, rather than
+    failing at accept()."""
     allowed, soft = limited_to(1024, 1024)
 
-    assert (1024, 1024 - SPARE_FILES) == (soft, allowed)
+    assert 1024 == soft
+    assert (1024 - SPARE_FILES) * 4 // 5 == allowed
+    assert allowed + refusing_limit(allowed) + SPARE_FILES <= soft

@@ -29,6 +29,7 @@ def test_defaults(environment: pytest.MonkeyPatch) -> None:
     assert ("binance", "coinbase", "kraken", "bitstamp", "okx") == settings.supported_exchanges
     assert 60 == settings.collect_interval_seconds
     assert "live" == settings.price_source
+    assert 3 == settings.health_job_failures
 
 
 def test_exchanges_are_comma_separated_and_normalised(environment: pytest.MonkeyPatch) -> None:
@@ -63,13 +64,36 @@ def test_missing_database_url_is_named(environment: pytest.MonkeyPatch) -> None:
         load_settings(_env_file=None)
 
 
-@pytest.mark.parametrize("program", ["collector", "api"])
-def test_programs_stop_with_one_line_and_no_traceback(program: str, tmp_path: Path) -> None:
-    """A bad setting stops either program at start with exactly one line on stderr."""
-    env = {"PATH": os.environ["PATH"], "DATABASE_URL": URL, "PRICE_SOURCE": "nope"}
+COMMANDS = {
+    "api": ["-m", "api"],
+    "collector": ["-m", "collector"],
+    "collector once": ["-m", "collector", "once"],
+    "collector backfill": ["-m", "collector", "backfill", "--hours", "1"],
+    "migrate": ["-m", "datatracker", "migrate"],
+}
+BAD_SETTINGS = {
+    "PRICE_SOURCE": ("nope", "Input should be 'live' or 'simulated'"),
+    "DATABASE_URL": (
+        "host=127.0.0.1 user=api port=abc dbname=tracker",
+        "Value error, port must be a number from 1 to 65535 (in a URL, write / in the password"
+        " as %2F)",
+    ),
+    "EXCHANGE_BASE_URL": ("127.0.0.1:9", "Value error, must be an http:// or https:// URL"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BAD_SETTINGS)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_stops_with_one_line_and_no_traceback(
+    command: str, name: str, tmp_path: Path
+) -> None:
+    """A bad setting stops every command at start with exactly one line on stderr."""
+    value, complaint = BAD_SETTINGS[name]
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": URL, name: value}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     result = subprocess.run(
-        [sys.executable, "-m", program],
+        [sys.executable, *COMMANDS[command]],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -78,6 +102,53 @@ def test_programs_stop_with_one_line_and_no_traceback(program: str, tmp_path: Pa
         check=False,
     )
     assert 1 == result.returncode
-    assert [
-        "configuration error: PRICE_SOURCE: Input should be 'live' or 'simulated'"
-    ] == result.stderr.splitlines()
+    assert "" == result.stdout
+    assert [f"configuration error: {name}: {complaint}"] == result.stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("host=db port=abc", "port must be a number from 1 to 65535"),
+        ("host=db port=0", "port must be a number from 1 to 65535"),
+        ("host=db port=5432,5433", "port names 2 ports for 1 hosts"),
+        ("host=db no_such_option=1", 'invalid connection option "***"'),
+        ("host=db sslmode=sometimes", "sslmode must be one of disable, allow, prefer"),
+        ("host=db connect_timeout=soon", "connect_timeout must be a whole number"),
+        ("host=db hostaddr=db", "hostaddr must be an IP address"),
+        ("host=db user= dbname=x", "user has no value and took the next option as one"),
+        ("host=db,db2 hostaddr=127.0.0.1", "host names 2 hosts and hostaddr 1 addresses"),
+        ("host=db require_auth=md5,!gss", "require_auth must be a list of"),
+        ("postgresql://db:5432:1/x", "port must be a number from 1 to 65535"),
+        ("postgresql://a b/x", 'unexpected spaces found in "***"'),
+    ],
+)
+def test_a_database_url_libpq_would_refuse_on_connecting_is_refused_at_start(
+    environment: pytest.MonkeyPatch, value: str, complaint: str
+) -> None:
+    """What libpq checks only when it connects (ports, enumerations, numbers, hosts) is
+    checked when the settings load."""
+    environment.setenv("DATABASE_URL", value)
+    with pytest.raises(SettingsError, match="DATABASE_URL: Value error, ") as refused:
+        load_settings(_env_file=None)
+    assert complaint in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "postgresql://api@db:5432/tracker",
+        "postgresql://api:p%40ss@db,db2:5432,5433/tracker?sslmode=verify-full&connect_timeout=5",
+        "postgresql:///tracker?host=/var/run/postgresql",
+        "postgresql://[::1]:5432/tracker?target_session_attrs=read-write",
+        "host=db port=5432 user=api password='p w' dbname=tracker keepalives=1",
+        "host=/tmp,db hostaddr=,127.0.0.1 port=5432 require_auth=scram-sha-256,password",
+        "dbname=tracker options='-c statement_timeout=5s'",
+    ],
+)
+def test_a_well_formed_database_url_is_accepted(
+    environment: pytest.MonkeyPatch, value: str
+) -> None:
+    """Real connection strings, URLs and key=value, multi-host, socket directories, pass."""
+    environment.setenv("DATABASE_URL", value)
+    assert value == load_settings(_env_file=None).database_url

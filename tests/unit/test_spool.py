@@ -1,14 +1,33 @@
 """The spool on disk: cycles kept in order, bounded, and surviving a reopen."""
 
+import os
+import random
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from collector.report import CycleReport, ExchangeOutcome
-from collector.spool import Evicted, Spool, decode_cycle, encode_cycle
+from collector.spool import (
+    SPOOL_FILE,
+    SPOOL_SLACK_BYTES,
+    Evicted,
+    Spool,
+    SpoolInUse,
+    decode_cycle,
+    encode_cycle,
+)
 from collector.ticks import Tick
 
 AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+PAGE = 4096
+# A cycle of 1,000 ticks takes 7 pages (25 kB); a put keeps room for 3 x 8 of them (the cycle,
+# and the journal's copies). With 34 pages, two cycles wait when a third comes: 14 + 24 > 34
+# drops one, 7 + 24 <= 34 lets the third in.
+BIG = 1000
+TWO_BIG_CYCLES = 34 * PAGE
 
 
 def cycle(at: datetime, pairs: int = 10) -> CycleReport:
@@ -57,25 +76,23 @@ def test_cycles_are_taken_oldest_first_and_survive_a_reopen(tmp_path: Path) -> N
 
 def test_a_full_spool_drops_the_oldest_cycles(tmp_path: Path) -> None:
     """With room for two cycles, a third pushes out the first, counted in ticks."""
-    size = len(encode_cycle(cycle(AT)))
-    spool = Spool(tmp_path, max_bytes=2 * size + size // 2)
+    spool = Spool(tmp_path, max_bytes=TWO_BIG_CYCLES)
 
-    evicted = [spool.put(cycle(AT + n * MINUTE)) for n in range(3)]
+    evicted = [spool.put(cycle(AT + n * MINUTE, BIG)) for n in range(3)]
 
-    assert [Evicted(), Evicted(), Evicted(1, 10)] == evicted
+    assert [Evicted(), Evicted(), Evicted(1, BIG)] == evicted
     assert [AT + MINUTE, AT + 2 * MINUTE] == kept(spool)
 
 
 def test_the_cycle_being_written_is_not_dropped(tmp_path: Path) -> None:
     """The head the writer took stays while newer ones push older waiting cycles out."""
-    size = len(encode_cycle(cycle(AT)))
-    spool = Spool(tmp_path, max_bytes=2 * size)
-    spool.put(cycle(AT))
-    spool.put(cycle(AT + MINUTE))
+    spool = Spool(tmp_path, max_bytes=TWO_BIG_CYCLES)
+    spool.put(cycle(AT, BIG))
+    spool.put(cycle(AT + MINUTE, BIG))
     head = spool.oldest()
     assert head is not None
 
-    spool.put(cycle(AT + 2 * MINUTE))
+    spool.put(cycle(AT + 2 * MINUTE, BIG))
 
     spool.remove(head[0])
     assert [AT + 2 * MINUTE] == kept(spool)
@@ -101,3 +118,51 @@ def test_a_cycle_set_aside_leaves_the_queue_and_waits_to_be_recorded(tmp_path: P
     assert cycle(AT) == decode_cycle(aside.body)
     spool.mark_recorded(aside.seq)
     assert ([], 1, [AT + MINUTE]) == (spool.unrecorded(), spool.set_aside_count(), kept(spool))
+
+
+def spool_bytes(directory: Path) -> int:
+    """The spool's file and its journal, in bytes."""
+    names = (SPOOL_FILE, f"{SPOOL_FILE}-journal", f"{SPOOL_FILE}-wal", f"{SPOOL_FILE}-shm")
+    return sum(os.stat(directory / n).st_size for n in names if (directory / n).exists())
+
+
+@pytest.mark.parametrize("max_kb", [256, 1024, 4096])
+def test_the_files_stay_within_the_bound_and_a_constant(tmp_path: Path, max_kb: int) -> None:
+    """Cycles of 10 to 5,000 ticks, mixed, put through a spool that also drains now and then:
+    its file and journal, sampled during every transaction too, never pass the bound plus
+    SPOOL_SLACK_BYTES."""
+    spool = Spool(tmp_path, max_bytes=max_kb * 1024)
+    rng = random.Random(max_kb)
+    peak, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, spool_bytes(tmp_path))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for n in range(150):
+            spool.put(cycle(AT + n * MINUTE, rng.choice([10, 100, 1000, 5000])))
+            if n % 30 > 25:
+                kept(spool)
+    finally:
+        done.set()
+        sampler.join()
+    spool.close()
+
+    assert 0 < peak <= max_kb * 1024 + SPOOL_SLACK_BYTES, peak
+
+
+def test_a_second_spool_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    """While one Spool holds a directory another is refused with a one-line reason naming the
+    holder; once the first closes, the directory opens again."""
+    first = Spool(tmp_path, max_bytes=2**20)
+    with pytest.raises(SpoolInUse) as refused:
+        Spool(tmp_path, max_bytes=2**20)
+    first.close()
+    Spool(tmp_path, max_bytes=2**20).close()
+
+    assert f"pid {os.getpid()}" in str(refused.value)
+    assert "\n" not in str(refused.value)

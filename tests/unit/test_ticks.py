@@ -23,12 +23,18 @@ AT = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
         (None, None),
         (True, None),
         (1e15, None),
+        (1e12, None),
+        (5e-324, None),
+        (1e-13, None),
+        (1e-12, 1e-12),
+        (999_999_999_999.9, 999_999_999_999.9),
     ],
 )
 def test_only_finite_positive_plausible_prices_are_valid(
     value: object, expected: float | None
 ) -> None:
-    """Zero, negative, NaN, infinite, non-numeric and absurd prices are rejected."""
+    """Zero, negative, NaN, infinite, non-numeric and absurd prices (outside [1e-12, 1e12)) are
+    rejected."""
     assert expected == valid_price(value)
 
 
