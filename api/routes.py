@@ -35,6 +35,9 @@ from datatracker.symbols import normalise_exchange, normalise_symbol_query
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 VARY_ACCEPT_ENCODING = (b"vary", b"Accept-Encoding")
 GZIP_CODED = (b"content-encoding", b"gzip")
+# max-age of an answer still waiting for the current instant's cycle: the least a cache such
+# as nginx keeps (0 is not kept at all); README, "Behind a reverse proxy".
+UNSETTLED_MAX_AGE = 1
 
 # Documents the 404 of a route that looks a pair up with find_market.
 NOT_FOUND = {404: documented(Problem, "Unknown exchange or pair", NOT_FOUND_EXAMPLE)}
@@ -121,8 +124,9 @@ async def price_history(
     and the pair's place in the volatility ranking (`rank` of `ranked`).
 
     Each answer carries an `ETag` (a `304` answers an `If-None-Match` that names it),
-    `Last-Modified` (its newest price's time) and `Cache-Control: max-age` up to the next
-    collection cycle, or sooner if a price leaves the 24-hour window before then."""
+    `Last-Modified` (its newest price's time) and `Cache-Control: max-age`: once the current
+    collection cycle is in the answer, up to the next one (or sooner if a price leaves the
+    24-hour window before then); until it is, 1 second."""
     exchange, symbol = exchange_named(exchange), normalise_symbol_query(symbol)
     cache: ResponseCache = state.cache
     now = now_micros()
@@ -193,10 +197,16 @@ async def read_window(
 
 
 def fresh_seconds(window: Window, lo: int, hi: int, now: int, settings: Settings) -> int:
-    """Whole seconds the answer stays right: until the next cycle's instant, the oldest
-    price leaving the window or a price stamped ahead of now entering it."""
+    """Whole seconds the answer stays right: once the cycle of the current instant is in it,
+    until the next cycle's instant, the oldest price leaving the window or a price stamped
+    ahead of now entering it; before that (the cycle is being fetched or written, or missed
+    this pair) UNSETTLED_MAX_AGE, so a cache asks again soon and shows the cycle once
+    committed."""
     interval = settings.collect_interval_seconds * US_PER_SECOND
-    until = min(now - now % interval + interval, window.times[lo] + DAY_US)
+    current = now - now % interval
+    if window.times[hi - 1] < current:
+        return UNSETTLED_MAX_AGE
+    until = min(current + interval, window.times[lo] + DAY_US)
     if hi < len(window.times):
         until = min(until, window.times[hi])
     return max(0, int(until - now) // US_PER_SECOND)

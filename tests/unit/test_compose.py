@@ -1,6 +1,6 @@
 """docker-compose.yml, checked as far as it can be without a Docker engine: commands that
-exist, settings the programs accept, the tested TimescaleDB, a TCP healthcheck, and the order
-init scripts → migrate → services."""
+exist, settings the programs accept, the tested TimescaleDB, a TCP healthcheck, the order
+init scripts → migrate → services, and the proxy's config being the one its test runs."""
 
 import importlib.util
 import re
@@ -12,6 +12,7 @@ import yaml
 
 from datatracker.settings import Settings
 from tests.conftest import TIMESCALEDB_IMAGE
+from tests.nginx_proxy import TEMPLATE, placeholders
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -144,3 +145,22 @@ def test_grafana_s_prometheus_datasource_is_the_prometheus_service() -> None:
     published = SERVICES["prometheus"]["ports"][0].rsplit(":", 1)[1]
 
     assert f"http://prometheus:{published}" == source["url"]
+
+
+def test_the_proxy_runs_the_config_its_test_runs() -> None:
+    """The optional `proxy` service (profile `proxy`) runs a pinned official nginx image with the
+    template tests/integration/test_proxy.py starts nginx with, setting exactly the variables
+    the template uses, and the API servers file naming compose's API service and port."""
+    proxy = SERVICES["proxy"]
+    mounts = dict(volume.removesuffix(":ro").split(":") for volume in proxy["volumes"])
+    environment = proxy["environment"]
+
+    assert ["proxy"] == proxy["profiles"]
+    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+", proxy["image"])
+    assert "/etc/nginx/templates/default.conf.template" == mounts.pop(
+        "./" + str(TEMPLATE.relative_to(ROOT))
+    )
+    assert placeholders(TEMPLATE.read_text()) == set(environment)
+    assert {"./nginx/api-servers.conf": environment["PROXY_API_SERVERS"]} == mounts
+    servers = re.findall(r"^server (\S+);$", (ROOT / "nginx/api-servers.conf").read_text(), re.M)
+    assert [f"api:{SERVICES['api']['environment']['API_PORT']}"] == servers
