@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from api.jobs import job_states
 from datatracker.queries import load_queries
 
 if TYPE_CHECKING:
@@ -199,9 +200,43 @@ async def newest_tick(conn: AsyncConnection) -> list[Metric]:
     ]
 
 
-# What a scrape reads of the database, each with one statement on one connection: the
-# newest tick; TimescaleDB's jobs (datatracker_timescaledb_job_*) belong here too.
-DATABASE_READERS: tuple[Callable[[AsyncConnection], Awaitable[list[Metric]]], ...] = (newest_tick,)
+async def timescaledb_jobs(conn: AsyncConnection) -> list[Metric]:
+    """Each TimescaleDB job of the project (api/jobs.py), labelled `job_name` (Prometheus
+    keeps `job` for its scrape job): whether its last background run succeeded, its failures
+    in a row, and its last success. None on the Apache edition, which has no jobs."""
+    labels = ["job_name"]
+    success = GaugeMetricFamily(
+        "datatracker_timescaledb_job_last_run_success",
+        "1 when the job's last background run succeeded, 0 when it failed (absent: never run)",
+        labels=labels,
+    )
+    failures = GaugeMetricFamily(
+        "datatracker_timescaledb_job_consecutive_failures",
+        "Background runs of the job that failed in a row",
+        labels=labels,
+    )
+    last_success = GaugeMetricFamily(
+        "datatracker_timescaledb_job_last_success_timestamp_seconds",
+        "When the job last succeeded in the background (absent: never)",
+        labels=labels,
+    )
+    jobs = await job_states(conn)
+    if not jobs:
+        return []
+    for job in jobs:
+        if job.last_run_success is not None:
+            success.add_metric([job.name], 1 if job.last_run_success else 0)
+        failures.add_metric([job.name], job.consecutive_failures)
+        if job.last_success_timestamp_seconds is not None:
+            last_success.add_metric([job.name], job.last_success_timestamp_seconds)
+    return [success, failures, last_success]
+
+
+# What a scrape reads of the database, each with one statement on one connection.
+DATABASE_READERS: tuple[Callable[[AsyncConnection], Awaitable[list[Metric]]], ...] = (
+    newest_tick,
+    timescaledb_jobs,
+)
 
 
 async def database_metrics(pool: AsyncConnectionPool) -> list[Metric]:
