@@ -18,6 +18,15 @@ import time
 
 import psycopg
 
+# The project's policy jobs by name (api/jobs.py: `<procedure>:<relation>`), sorted.
+POLICIES = [
+    "policy_compression:ticks",
+    "policy_refresh_continuous_aggregate:candles_1h",
+    "policy_refresh_continuous_aggregate:candles_5m",
+    "policy_retention:candles_1h",
+    "policy_retention:candles_5m",
+    "policy_retention:ticks",
+]
 # Long enough for a scheduler to find a free background worker on a busy server.
 SCHEDULER_WAIT_SECONDS = 120
 FAILING_ACTION_ERROR = "the test's action fails on purpose"

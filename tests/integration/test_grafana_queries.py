@@ -24,6 +24,7 @@ from collector.writer import write_ticks
 from tests.grafana_macros import GrafanaQuery, all_queries, expand
 from tests.integration.background_jobs import (
     FAILING_ACTION_ERROR,
+    POLICIES,
     add_failing_action,
     consecutive_failures,
     run_in_background,
@@ -291,14 +292,9 @@ async def test_the_jobs_panel_lists_every_policy(
     """On the Timescale-License edition the jobs panel lists each of the six policies once."""
     cursor = await run(reader, query_named("datatracker-overview/TimescaleDB jobs"), end)
 
-    assert [
-        "policy_compression:ticks",
-        "policy_refresh_continuous_aggregate:candles_1h",
-        "policy_refresh_continuous_aggregate:candles_5m",
-        "policy_retention:candles_1h",
-        "policy_retention:candles_5m",
-        "policy_retention:ticks",
-    ] == sorted(row[0] for row in await cursor.fetchall() if row[0].startswith("policy_"))
+    assert POLICIES == sorted(
+        row[0] for row in await cursor.fetchall() if row[0].startswith("policy_")
+    )
 
 
 @pytest.mark.edition("timescale")

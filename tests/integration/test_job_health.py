@@ -14,20 +14,12 @@ from datatracker.settings import load_settings
 from tests.api_server import serve_api
 from tests.integration.background_jobs import (
     FAILING_ACTION_ERROR,
+    POLICIES,
     add_failing_action,
     consecutive_failures,
     latest_error,
     run_in_background,
 )
-
-POLICIES = [
-    "policy_compression:ticks",
-    "policy_refresh_continuous_aggregate:candles_1h",
-    "policy_refresh_continuous_aggregate:candles_5m",
-    "policy_retention:candles_1h",
-    "policy_retention:candles_5m",
-    "policy_retention:ticks",
-]
 
 
 def reported(body: dict[str, object], job_id: int) -> dict[str, object]:

@@ -32,6 +32,7 @@ from datatracker.storage import StorageMode
 from tests.api_server import ROOT, api_process, free_port, serve_api
 from tests.conftest import as_role, execute, with_dbname
 from tests.grafana_macros import PromQuery, promql_queries
+from tests.integration.background_jobs import POLICIES
 from tests.integration.collector_process import collectors, stored_cycles, until
 
 pytestmark = pytest.mark.slow
@@ -282,21 +283,10 @@ def test_the_api_exports_each_timescaledb_job_by_name(stack: Stack, edition: Sto
     `job`, Prometheus' own label); the Apache edition, which has no jobs, exports none."""
     names = {sample["metric"].get("job_name") for sample in query(stack.prometheus, JOB_SERIES)}
 
-    policies = {
-        f"{policy}:{relation}"
-        for policy, relation in [
-            ("policy_compression", "ticks"),
-            ("policy_retention", "ticks"),
-            ("policy_retention", "candles_5m"),
-            ("policy_retention", "candles_1h"),
-            ("policy_refresh_continuous_aggregate", "candles_5m"),
-            ("policy_refresh_continuous_aggregate", "candles_1h"),
-        ]
-    }
     if edition == "apache":
         assert set() == names
     else:
-        assert policies <= names
+        assert set(POLICIES) <= names
 
 
 async def test_metrics_off_serves_no_metrics(api_url: str) -> None:

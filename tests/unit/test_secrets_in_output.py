@@ -11,6 +11,7 @@ import pytest
 from datatracker.database import redact_dsn
 from datatracker.settings import SettingsError, load_settings
 from tests.api_server import free_port
+from tests.commands import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "S3cretPW"
@@ -142,13 +143,6 @@ SHAPES = [
     "host=db password={pw} require_auth=magic",
     "host=db,db2,db3 password={pw} port=1,2",
 ]
-COMMANDS = {
-    "api": ["-m", "api"],
-    "collector": ["-m", "collector"],
-    "collector once": ["-m", "collector", "once"],
-    "collector backfill": ["-m", "collector", "backfill", "--hours", "1"],
-    "migrate": ["-m", "datatracker", "migrate"],
-}
 
 
 def pieces(password: str) -> list[str]:

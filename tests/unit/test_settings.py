@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from datatracker.settings import SettingsError, load_settings
+from tests.commands import COMMANDS
 
 URL = "postgresql://user:secret@db.invalid:5432/tracker"
 
@@ -64,13 +65,6 @@ def test_missing_database_url_is_named(environment: pytest.MonkeyPatch) -> None:
         load_settings(_env_file=None)
 
 
-COMMANDS = {
-    "api": ["-m", "api"],
-    "collector": ["-m", "collector"],
-    "collector once": ["-m", "collector", "once"],
-    "collector backfill": ["-m", "collector", "backfill", "--hours", "1"],
-    "migrate": ["-m", "datatracker", "migrate"],
-}
 BAD_SETTINGS = {
     "PRICE_SOURCE": ("nope", "Input should be 'live' or 'simulated'"),
     "DATABASE_URL": (
