@@ -40,19 +40,9 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-chmod 755 "$work"  # apt downloads as its own user, _apt
-mirror=$(grep -hoE '^URIs: *\S+/debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
-[ -n "$mirror" ] || mirror=$(grep -hoE '^deb +\S+/debian/? ' /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}')
-[ -n "$mirror" ] || { say "cannot find a Debian mirror in the apt sources"; exit 1; }
-mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial"
-echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" >"$work/apt/sources.list"
-apt=(-o "Dir::Etc::SourceList=$work/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-  -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache")
-say "fetching $suite's source index (a temporary apt configuration in $work)"
-apt-get "${apt[@]}" update -qq
+# The source through a temporary apt configuration (scripts/fetch-debian-source.sh).
+"$(dirname "$0")/fetch-debian-source.sh" "$suite" "postgresql-$major" "$work"
 cd "$work"
-say "downloading postgresql-$major's source package"
-apt-get "${apt[@]}" source --download-only -qq "postgresql-$major" >&2
 dpkg-source -x --no-check postgresql-"$major"_*.dsc src >/dev/null  # Debian's patches applied
 cd src
 say "building PostgreSQL $(dpkg-parsechangelog -S Version) for $prefix on $(nproc) cores"

@@ -11,7 +11,7 @@
 #      upgrade another (a newer postgresql-server-dev needing a newer libpq), the script stops
 #      and says which, before changing anything.
 #   3. TimescaleDB built from Debian 13 (trixie)'s source package, fetched by
-#      scripts/fetch-trixie-source.sh with a deb-src entry and source index of its own in a
+#      scripts/fetch-debian-source.sh with a deb-src entry and source index of its own in a
 #      temporary directory (nothing added to /etc/apt, nothing installed from trixie), and
 #      installed into PostgreSQL N's directories.
 set -euo pipefail
@@ -60,7 +60,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-"$here/fetch-trixie-source.sh" timescaledb "$work"
+"$here/fetch-debian-source.sh" trixie timescaledb "$work"
 dpkg-source -x --no-check timescaledb_*.dsc src
 cd src
 say "building TimescaleDB (Apache-2 edition) for $($pg_config --version) on $(nproc) cores"
