@@ -121,7 +121,7 @@ def test_the_installer_installs_only_what_is_missing_without_upgrades(tmp_path: 
     assert "Dir::State::Lists=" in calls[3]
     assert calls[4].endswith(" source --download-only timescaledb")  # the stub stops here
     for said in [
-        "source index of Debian 13 (trixie) main from http://deb.example/debian",
+        "source index of Debian trixie main from http://deb.example/debian",
         "apt-get update (package lists)",
         "libssl-dev is installed: kept as it is",
         "installing what is missing: cmake",
