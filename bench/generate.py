@@ -24,9 +24,10 @@ from psycopg_pool import AsyncConnectionPool
 from bench import databases, machine, stats
 from bench.databases import QUERIES
 from collector.backfill import grid_width, write_grids
-from collector.maintenance import Maintenance
+from collector.maintenance import Maintenance, candle_updates
 from collector.sources import GRID_STEP, Market, TickGrid
 from collector.sources.simulated import quote_decimals
+from collector.writer import QUERIES as COLLECTOR_QUERIES
 from datatracker.settings import load_settings
 from datatracker.storage import detect_storage_mode
 
@@ -126,6 +127,13 @@ async def generate_ticks(
             # From the minute before `begin` (exclusive) to the last minute before `end`.
             grids = source.grids(begin - GRID_STEP, end - GRID_STEP, None, width=width)
             await write_grids(grids, pool, int((end - begin) / GRID_STEP), upkeep)
+        if upkeep is not None and upkeep.mode == "timescale" and ranges:
+            # The collector leaves these to the refresh policies (it may not own the
+            # aggregates); this benchmark connects as their owner and materialises at once.
+            since, now = min(begin for begin, _ in ranges), datetime.now(UTC)
+            async with pool.connection() as conn:
+                for query, params in candle_updates("timescale", since, now):
+                    await conn.execute(COLLECTOR_QUERIES[query], params)
     finally:
         await pool.close()
 

@@ -1,10 +1,11 @@
 """Storage upkeep the database cannot do itself in Apache mode: candle rollups and retention.
 
-In timescale mode TimescaleDB's policies do both, and `roll_up` and `drop_expired_chunks`
-do nothing. History written behind the last materialised bucket (a backfill, a filled gap,
-cycles kept through an outage) needs `refresh_history` in both modes: the policies would
-materialise it too, but only at their next run. The stored ranking needs `refresh_rankings`
-after every write in both modes.
+In timescale mode TimescaleDB's policies do both, and the collector's candle and retention
+steps do nothing: the collector may not own the candle aggregates (migration 0006), so history
+written behind the last materialised bucket (a backfill, a filled gap, cycles kept through an
+outage) is materialised by the refresh policies at their next run. `candle_updates` still
+names the refreshes, for the aggregates' owner (tests, benchmarks, an operator). The stored
+ranking needs `refresh_rankings` after every write in both modes.
 """
 
 import logging
@@ -113,16 +114,18 @@ class Maintenance:
         return dropped
 
     async def refresh_history(self, since: datetime) -> None:
-        """Bring the candles up to date with ticks written from `since` on, in either mode."""
+        """Roll up the candles of ticks written from `since` on (apache mode; in timescale
+        mode the refresh policies materialise them)."""
         await self._update_candles(since)
 
     async def refresh_span(self, since: datetime, until: datetime) -> None:
-        """Bring the candles up to date with ticks written from `since` to before `until`, in
-        either mode: every bucket holding them (apache mode), or the whole buckets among them
-        (timescale mode)."""
+        """Roll up the candles of every bucket holding ticks written from `since` to before
+        `until` (apache mode; in timescale mode the refresh policies materialise them)."""
         await self._update_candles(since, until)
 
     async def _update_candles(self, since: datetime, until: datetime | None = None) -> None:
+        if not self.active:
+            return
         async with self._pool.connection() as conn:
             for query, params in candle_updates(self.mode, since, datetime.now(UTC), until):
                 await conn.execute(QUERIES[query], params)
@@ -131,8 +134,8 @@ class Maintenance:
         """Bring the candles up to date once cycles from `since` to `at` are stored.
 
         A single cycle (`since == at`) is rolled up alone; a backlog written after an
-        outage goes through `refresh_history`, which brings older buckets up to date in
-        either mode. When an update fails, the next one reaches back to what it left behind.
+        outage goes through `refresh_history`, which brings older buckets up to date (apache
+        mode). When an update fails, the next one reaches back to what it left behind.
         """
         if self._candles_behind is not None:
             since = min(since, self._candles_behind)

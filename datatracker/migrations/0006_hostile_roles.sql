@@ -13,8 +13,10 @@
 --   re-key, narrow or delete one (a column-level UPDATE grant and row triggers).
 -- * The stored ranking and, on the Apache edition, the candles are written only by
 --   SECURITY DEFINER functions that compute them from the ticks: the collector cannot write
---   them directly. On the Timescale-License edition the collector still owns the candle
---   aggregates through tracker_candles (SECURITY.md says why).
+--   them directly. On the Timescale-License edition the collector is no longer a member of
+--   tracker_candles, the candle aggregates' owner (migration 0002 made it one so that it
+--   could refresh them, which also let it drop or empty them): their refresh policies, run
+--   as that owner, materialise what is written, history behind them included.
 -- * Readers (and any role that can connect) lose TEMPORARY on the database and CREATE on the
 --   public schema; large objects and advisory locks need a superuser (db/init.sql).
 -- Rows written by the owner (migrate) or a superuser are not bound by the time triggers:
@@ -372,3 +374,10 @@ REVOKE EXECUTE ON FUNCTION take_instant_turn(timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION take_instant_turn(timestamptz) TO tracker_writer;
 COMMENT ON FUNCTION take_instant_turn(timestamptz) IS
     'Waits for the turn of a cycle''s first instant (to the end of the transaction): collectors writing the same cycle take turns.';
+
+-- The collector no longer owns the candle aggregates (Timescale-License edition): owning them
+-- is what refresh_continuous_aggregate() requires, and it cannot be wrapped in a function
+-- (TimescaleDB refuses it there), so the refresh policies, run as tracker_candles, are left
+-- to materialise history written behind them (a backfill, a filled gap, cycles kept through
+-- an outage) at their next run; until then real-time aggregation covers what is newer.
+REVOKE tracker_candles FROM tracker_writer;

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from collector.maintenance import Maintenance
+from collector.maintenance import Maintenance, candle_updates
 from collector.sources.simulated import SimulatedSource
 from collector.ticks import Tick
-from collector.writer import TickWriter
+from collector.writer import QUERIES, TickWriter
 from datatracker.database import create_pool
 from datatracker.settings import Settings, load_settings
 from datatracker.storage import detect_storage_mode
@@ -46,8 +46,15 @@ async def write_history(conn: psycopg.AsyncConnection, ticks: list[Tick]) -> Non
 
 
 async def refresh_candles(database_url: str, since: datetime = HISTORY_START) -> None:
-    """As the collector: materialise (timescale mode) or roll up (apache mode) the candles of
-    the ticks from `since` on (by default the whole history)."""
+    """Bring the candles of the ticks from `since` on (by default the whole history) up to
+    date: rolled up as the collector does (apache mode), or materialised as the aggregates'
+    refresh policies do, as their owner (timescale mode: the collector may not)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        mode = await detect_storage_mode(conn)
+        if mode == "timescale":
+            for query, params in candle_updates(mode, since, datetime.now(UTC)):
+                await conn.execute(QUERIES[query], params)
+            return
     await run_maintenance(database_url, lambda upkeep: upkeep.refresh_history(since))
 
 

@@ -210,15 +210,16 @@ async def test_simulated_backfill_fills_the_window_and_is_idempotent(
     pool: AsyncConnectionPool, conn: psycopg.AsyncConnection
 ) -> None:
     """Two hours of a 4-pair walk are 120 ticks per pair; running it again adds nothing."""
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
     source = SimulatedSource(["kraken"], pairs_per_exchange=4, seed=2)
-    first = await backfill(source, pool, AT, hours=2)
+    first = await backfill(source, pool, end, hours=2)
     again = await backfill(
-        SimulatedSource(["kraken"], pairs_per_exchange=4, seed=2), pool, AT, hours=2
+        SimulatedSource(["kraken"], pairs_per_exchange=4, seed=2), pool, end, hours=2
     )
 
     assert (480, 480, 0) == (first.fetched, first.written, again.written)
     cursor = await conn.execute("SELECT min(time), max(time) FROM ticks")
-    assert [(AT - timedelta(minutes=119), AT)] == await cursor.fetchall()
+    assert [(end - timedelta(minutes=119), end)] == await cursor.fetchall()
 
 
 async def test_live_backfill_uses_one_minute_candles(

@@ -183,6 +183,16 @@ COLLECTOR_REFUSED_APACHE: tuple[LiteralString, ...] = (
     "DELETE FROM candles_1h",
     "TRUNCATE candles_1h",
 )
+# The candle aggregates of the Timescale-License edition, which the collector no longer owns
+# (migration 0006): it cannot drop, empty, refresh or re-plan them.
+COLLECTOR_REFUSED_TIMESCALE: tuple[LiteralString, ...] = (
+    "DROP MATERIALIZED VIEW candles_5m",
+    "ALTER MATERIALIZED VIEW candles_1h SET (timescaledb.materialized_only = true)",
+    "CALL refresh_continuous_aggregate('candles_5m', NULL, NULL)",
+    "SELECT remove_continuous_aggregate_policy('candles_1h')",
+    "SELECT remove_retention_policy('candles_5m')",
+    "DELETE FROM candles_5m",
+)
 # What the collector may run under the same settings, and must not change history by: its
 # upkeep (retention, the ranking, the Apache roll-ups from -infinity to infinity) and a tick
 # it has already written, written again (insert-if-missing).
@@ -243,16 +253,6 @@ COLLECTOR_HOLDS = sorted(
         "table ticks INSERT",
     ]
 )
-# The candle aggregates belong to tracker_candles on the Timescale-License edition, a role the
-# collector is granted so that it can refresh them (SECURITY.md says why that remains).
-CANDLES_OWNED = sorted(
-    [f"owner of {name}" for name in ("candles_1h", "candles_5m")]
-    + [
-        f"table {name} {privilege}"
-        for name in ("candles_1h", "candles_5m")
-        for privilege in ("DELETE", "INSERT", "REFERENCES", "TRIGGER", "TRUNCATE", "UPDATE")
-    ]
-)
 HOLDS: dict[tuple[str, StorageMode], list[str]] = {
     ("collector", "apache"): sorted(
         [
@@ -261,7 +261,7 @@ HOLDS: dict[tuple[str, StorageMode], list[str]] = {
             "function roll_up_candles_5m(timestamp with time zone,timestamp with time zone)",
         ]
     ),
-    ("collector", "timescale"): sorted(COLLECTOR_HOLDS + CANDLES_OWNED),
+    ("collector", "timescale"): COLLECTOR_HOLDS,
     **{
         (role, edition): READER_HOLDS
         for role in ("api", "grafana")
@@ -350,7 +350,9 @@ async def test_the_collector_adds_only_true_history_whatever_it_runs(
     runs (unless cut short) without changing a byte of the ticks or markets or emptying the
     ranking."""
     url = as_role(history, "collector")
-    refuse = COLLECTOR_REFUSED + (COLLECTOR_REFUSED_APACHE if edition == "apache" else ())
+    refuse = COLLECTOR_REFUSED + (
+        COLLECTOR_REFUSED_APACHE if edition == "apache" else COLLECTOR_REFUSED_TIMESCALE
+    )
     may = COLLECTOR_MAY + (COLLECTOR_MAY_APACHE if edition == "apache" else ())
     before = await checksum(history)
 

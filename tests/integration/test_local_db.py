@@ -68,7 +68,11 @@ def test_install_then_remove_leaves_apt_and_the_clusters_as_they_were(
     source = tmp_path / "source"
     source.mkdir()
     fetch = subprocess.run(
-        [FETCH_SOURCE, "trixie", "timescaledb", source], cwd=cwd, capture_output=True, text=True, timeout=300
+        [FETCH_SOURCE, "trixie", "timescaledb", source],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert 0 == fetch.returncode, fetch.stderr
     assert 1 == len(list(source.glob("timescaledb_*.dsc"))), fetch.stderr
