@@ -31,6 +31,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import psycopg
@@ -69,6 +70,10 @@ PART_FIELDS = 6
 LOAD_PAGE_MARKETS = 500
 # A written span is read back in batches of this many markets (a server-side cursor).
 SPAN_BATCH_MARKETS = 1_000
+# PostgreSQL's epoch (2000-01-01), in µs since the Unix epoch; and how many arrays of times
+# converted from it a load keeps, to give pairs written at the same instants.
+POSTGRES_EPOCH_US = 946_684_800_000_000
+MAX_CONVERTED = 1_000
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +321,7 @@ class PriceWindows:
         A page read while a change to ticks was announced is read again."""
         self.loads += 1
         started, after, pages = time.monotonic(), 0, 0
+        converted: dict[bytes, array[int]] = {}
         async with await psycopg.AsyncConnection.connect(
             conninfo, autocommit=True, application_name="datatracker-api-load"
         ) as conn:
@@ -331,7 +337,10 @@ class PriceWindows:
                 if version != self.version:
                     continue
                 fits = all(
-                    self.admit(Window(market, exchange, symbol, *columns(times, prices)), version)
+                    self.admit(
+                        Window(market, exchange, symbol, *columns(times, prices, converted)),
+                        version,
+                    )
                     for market, exchange, symbol, times, prices in rows
                 )
                 if not fits:
@@ -435,6 +444,7 @@ class PriceWindows:
         params = {"start": instant(start), "end": instant(end)}
         timelines: dict[tuple[object, ...], tuple[array[int], array[int]]] = {}
         untouched = set(self._windows)
+        converted: dict[bytes, array[int]] = {}
         async with (
             conn.transaction(),
             conn.cursor("ticks_between", binary=True) as cursor,
@@ -444,7 +454,9 @@ class PriceWindows:
                 for market_id, times, prices in rows:
                     window = self._windows.get(market_id)
                     if window is not None:
-                        window.replace(start, end, *columns(times, prices), horizon, timelines)
+                        window.replace(
+                            start, end, *columns(times, prices, converted), horizon, timelines
+                        )
                         untouched.discard(market_id)
         for market_id in untouched:  # no tick stored in the span
             if (window := self._windows.get(market_id)) is not None:
@@ -507,10 +519,25 @@ def chunk_ids(storage: str) -> set[int]:
     return {int(part.split(":", 1)[0]) for part in storage.split(",") if part}
 
 
-def columns(times: bytes, prices: bytes) -> tuple[array[int], array[float]]:
-    """A window's columns from their binary forms end to end (int8send, float8send)."""
-    instants, values = array("q", times), array("d", prices)
+def columns(
+    times: bytes, prices: bytes, converted: dict[bytes, array[int]]
+) -> tuple[array[int], array[float]]:
+    """A window's columns from their binary forms end to end (timestamptz_send, float8send):
+    instants in µs since the Unix epoch, oldest first. Pairs written at the same instants
+    send the same bytes of times: each is converted once, through `converted`."""
+    values = array("d", prices)
     if sys.byteorder == "little":
-        instants.byteswap()
         values.byteswap()
+    instants = converted.get(times)
+    if instants is None:
+        raw = array("q", times)
+        if sys.byteorder == "little":
+            raw.byteswap()
+        instants = array("q", [at + POSTGRES_EPOCH_US for at in raw])
+        if any(a > b for a, b in pairwise(instants)):  # never seen: the rows come in order
+            order = sorted(range(len(instants)), key=instants.__getitem__)
+            return array("q", [instants[i] for i in order]), array("d", [values[i] for i in order])
+        if len(converted) >= MAX_CONVERTED:
+            converted.clear()
+        converted[times] = instants
     return instants, values
