@@ -150,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     env = {"API_WORKERS": "1"} | dict(pair.split("=", 1) for pair in args.api_env)
     results: dict[str, Any] = {
         "machine": machine.describe(url),
-        "api_checkout": str(args.api_checkout),
+        "api_checkout": "this tree"
+        if args.api_checkout == servers.REPO
+        else args.api_checkout.name,
         "pairs": len(paths),
     }
     with servers.tracker_api(url, args.api_checkout, **env) as (port, _pid):
