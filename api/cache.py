@@ -168,13 +168,14 @@ class ResponseCache:
         takes longer than CATCH_UP_SECONDS, or than the listener may go unanswered."""
         if not self._trusted():
             return False
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._wake.set()
         # No longer than values may be served without an answer from the listener.
         trusted_for = self._answered_at + TRUSTED_SECONDS - time.monotonic()
         try:
-            return await asyncio.wait_for(waiter, min(CATCH_UP_SECONDS, trusted_for))
+            async with asyncio.timeout(min(CATCH_UP_SECONDS, trusted_for)):
+                return await waiter
         except TimeoutError:
             return False
 
@@ -264,6 +265,8 @@ class ResponseCache:
         self._storage, self._checked_at = storage, time.monotonic()
         while True:
             await self._idle(conn, self._checked_at + CHECK_SECONDS - time.monotonic())
+            if self._waiters:  # let the requests already read join this round
+                await asyncio.sleep(0)
             self._receive(conn)
             waiters, self._waiters = self._waiters, []
             try:
@@ -343,8 +346,9 @@ class ResponseCache:
     async def _ask(self, conn: psycopg.AsyncConnection, query: LiteralString) -> tuple[Any, ...]:
         """The first row of a query on the listener's connection, within ANSWER_SECONDS."""
         try:
-            cursor = await asyncio.wait_for(conn.execute(query), ANSWER_SECONDS)
-            row = await cursor.fetchone()
+            async with asyncio.timeout(ANSWER_SECONDS):
+                cursor = await conn.execute(query)
+                row = await cursor.fetchone()
         except TimeoutError:
             self._answered_at = -math.inf
             raise TimeoutError(f"no answer within {ANSWER_SECONDS} s") from None
