@@ -10,13 +10,16 @@ carry its own deadline: a pair's prices go stale without any write when the olde
 
 Chunks dropped or compressed (drop_chunks, TimescaleDB's retention and compression policies)
 fire no trigger: the listener reads `ticks_storage()` at each check of its connection, every
-CHECK_SECONDS, and drops every value when the chunks changed.
+CHECK_SECONDS, and follows what changed (api/windows.py: a compression changes nothing).
 
 The cache keeps values only while its listening connection answers: a value kept across a
 lost connection could outlive a change announced while nobody listened. A connection that
 stops answering without closing (a frozen server process, a silent network) stops values
-being served TRUSTED_SECONDS after its last answer at the latest. A change reaches the cache
-a notification's delivery after its commit (well under a millisecond on one host).
+being served TRUSTED_SECONDS after its last answer at the latest.
+
+A request answered from the price windows first waits for a sync round of the listener
+(`synced`): every commit visible before the request came has then been announced and read
+(api/freshness.py). Requests that come while a round runs share the next one.
 """
 
 import asyncio
@@ -26,13 +29,14 @@ import time
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from cachetools import TLRUCache
 
 from api import announcements, heap, metrics
-from api.windows import PriceWindows
+from api.freshness import Snapshot, nothing_completed_since, parse_snapshot
+from api.windows import QUERIES, PriceWindows, chunk_ids
 from datatracker.database import redact_dsn
 
 T = TypeVar("T")
@@ -50,6 +54,10 @@ ANSWER_SECONDS = 1.0
 TRUSTED_SECONDS = 1.5
 RECONNECT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 5
+# A request waits at most this long for a sync round (and the changes it found to be read),
+# then reads SQL.
+CATCH_UP_SECONDS = 2.0
+CHANNEL = b"datatracker_changes"
 # What an entry costs beyond its value's size: the key, the Entry, the cache's bookkeeping
 # (measured with tracemalloc: tests/unit/test_cache_bytes.py).
 ENTRY_OVERHEAD_BYTES = 600
@@ -85,6 +93,14 @@ class ResponseCache:
         self._answered_at = -math.inf  # time.monotonic() of the listener's last answer
         self._changes: Counter[str] = Counter()
         self._complaints = announcements.Complaints()
+        self._inbox: list[str] = []  # payloads received, not yet handled
+        self._wake = asyncio.Event()  # the listener's socket has input, or a round is wanted
+        self._waiters: list[asyncio.Future[bool]] = []  # requests waiting for a round
+        self._synced: Snapshot | None = None  # the last full round's snapshot
+        self._synced_xid = 0  # and its own transaction
+        self._loading: asyncio.Task[None] | None = None
+        self._storage = ""  # ticks_storage() at the last check
+        self._checked_at = -math.inf  # time.monotonic() of the last check
 
     @property
     def status(self) -> str:
@@ -146,12 +162,56 @@ class ResponseCache:
         self._changes.update(SOURCES)
         self._entries.clear()
 
+    async def synced(self) -> bool:
+        """Wait for a sync round that begins after this call: every commit visible now has
+        then been announced and read. False when the listener is not trusted or the round
+        takes longer than CATCH_UP_SECONDS, or than the listener may go unanswered."""
+        if not self._trusted():
+            return False
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        # No longer than values may be served without an answer from the listener.
+        trusted_for = self._answered_at + TRUSTED_SECONDS - time.monotonic()
+        try:
+            async with asyncio.timeout(min(CATCH_UP_SECONDS, trusted_for)):
+                return await waiter
+        except TimeoutError:
+            return False
+
+    def _release(self, waiters: list[asyncio.Future[bool]], synced: bool) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(synced)
+
     def _listen_from_now(self, listening: bool) -> None:
         self._listening = listening
         self._answered_at = time.monotonic() if listening else -math.inf
+        self._synced = None
+        self._inbox.clear()
         self.clear()
         if not listening:
+            self._stop_loading()
             self.windows.stop()
+            waiters, self._waiters = self._waiters, []
+            self._release(waiters, False)
+
+    def _load(self, conninfo: str) -> None:
+        """Load every window in bulk, in the background (a load under way starts again)."""
+        self._stop_loading()
+        self._loading = asyncio.create_task(self._load_windows(conninfo))
+
+    async def _load_windows(self, conninfo: str) -> None:
+        try:
+            await self.windows.load(conninfo)
+        except (psycopg.Error, TimeoutError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error) else "no answer"
+            log.warning("price windows not loaded in bulk, read when asked: %s", redact_dsn(reason))
+
+    def _stop_loading(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            self._loading = None
 
     async def listen(self, conninfo: str) -> None:
         """Clear the cache on each announced change, until cancelled. The cache keeps nothing
@@ -168,15 +228,19 @@ class ResponseCache:
                         connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         application_name="datatracker-api-cache",
                     ) as conn:
+                        conn.add_notify_handler(lambda notify: self._inbox.append(notify.payload))
+                        # A full sync round commits; it need not wait for the disk.
+                        await conn.execute("SET synchronous_commit TO off")
                         await conn.execute("LISTEN datatracker_changes")
                         storage = await self._check(conn)
                         self._listen_from_now(True)
                         metrics.LISTENER_CONNECTS.inc()
                         if self.windows.enabled:
                             await self.windows.start(conn)
+                            self._load(conninfo)
                         said_off = False
                         log.info("response cache on: listening for changes to the data")
-                        await self._clear_on_changes(conn, storage)
+                        await self._follow_changes(conn, conninfo, storage)
                 except (psycopg.Error, TimeoutError) as error:
                     reason = str(error).strip().splitlines()[0] if str(error) else "no answer"
                     if self._listening or not said_off:
@@ -195,54 +259,111 @@ class ResponseCache:
         finally:
             self._listen_from_now(False)
 
-    async def _clear_on_changes(self, conn: psycopg.AsyncConnection, storage: str) -> None:
-        windows = self.windows
+    async def _follow_changes(
+        self, conn: psycopg.AsyncConnection, conninfo: str, storage: str
+    ) -> None:
+        """Until the connection fails: wait for an announcement, a request's sync round or
+        the next check; read what changed; release the requests the round was for."""
+        self._storage, self._checked_at = storage, time.monotonic()
         while True:
-            payloads = []
-            # Returns at the first announcement: the windows hold requests until it is read.
-            async for notification in conn.notifies(timeout=CHECK_SECONDS, stop_after=1):
-                change = announcements.parse(
-                    notification.payload, now_micros(), windows.retention_us
-                )
-                if change.malformed:
-                    self._complaints.malformed(notification.payload)
-                self.changed(change.source)
-                windows.announce()
-                payloads.append(change)
+            await self._idle(conn, self._checked_at + CHECK_SECONDS - time.monotonic())
+            if self._waiters:  # let the requests already read join this round
+                await asyncio.sleep(0)
+            self._receive(conn)
+            waiters, self._waiters = self._waiters, []
+            try:
+                reload = await self._read_changes(conn, waiters)
+            except BaseException:
+                self._release(waiters, False)
+                raise
+            self._release(waiters, True)
+            if reload and self.windows.enabled:
+                self._load(conninfo)
+
+    async def _read_changes(
+        self, conn: psycopg.AsyncConnection, waiters: list[asyncio.Future[bool]]
+    ) -> bool:
+        """A sync round if requests wait for one, then read what the announcements received
+        and the chunks of ticks say changed; True when every window must be loaded again."""
+        windows = self.windows
+        if waiters:
+            await self._sync(conn)
+        payloads, self._inbox = self._inbox, []
+        changes = []
+        for payload in payloads:
+            change = announcements.parse(payload, now_micros(), windows.retention_us)
+            if change.malformed:
+                self._complaints.malformed(payload)
+            changes.append(change)
+            self.changed(change.source)
+            windows.announce(change.source)
+        reload = False
+        if time.monotonic() - self._checked_at >= CHECK_SECONDS:
             now = await self._check(conn)
-            if now != storage:
-                # Chunks dropped or compressed. Or only added: announced by the write that
-                # added them, but a chunk added and dropped between two checks shows only so.
-                self.changed(TICKS)
-                # A chunk only added was announced by its write; any other change (a chunk
-                # dropped, compressed, decompressed) drops the windows, to be read again.
-                if chunks(storage) - chunks(now):
-                    windows.announce()
-                    payloads.append(announcements.Announcement(announcements.STORAGE))
-                storage = now
-            for change in payloads:
-                await windows.apply(conn, change, now_micros())
-                metrics.announced(change.source)
-            if payloads:
-                heap.trim()
+            self._checked_at = time.monotonic()
+            if now != self._storage:  # chunks added, dropped, compressed or decompressed
+                if chunk_ids(self._storage) - chunk_ids(now):  # dropped
+                    self.changed(TICKS)
+                reload = await windows.chunks_changed(conn, self._storage, now, now_micros())
+                self._storage = now
+        for change in changes:
+            reload |= await windows.apply(conn, change, now_micros())
+            metrics.announced(change.source)
+        if changes or reload:
+            heap.trim()
+        return reload
+
+    async def _idle(self, conn: psycopg.AsyncConnection, seconds: float) -> None:
+        """Wait until the listener's socket has input, a request wants a sync round, or
+        `seconds` have passed."""
+        if self._inbox or self._waiters or seconds <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        socket = conn.pgconn.socket
+        self._wake.clear()
+        loop.add_reader(socket, self._wake.set)
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(socket)
+
+    def _receive(self, conn: psycopg.AsyncConnection) -> None:
+        """Take the announcements waiting on the socket (without blocking)."""
+        pgconn = conn.pgconn
+        pgconn.consume_input()
+        while (notify := pgconn.notifies()) is not None:
+            if notify.relname == CHANNEL:
+                self._inbox.append(notify.extra.decode("utf-8", "replace"))
+
+    async def _sync(self, conn: psycopg.AsyncConnection) -> None:
+        """A sync round (api/freshness.py): afterwards every commit made before it began has
+        been announced, its payload in the inbox."""
+        row = await self._ask(conn, QUERIES["sync_snapshot"])
+        now = parse_snapshot(row[0])
+        if self._synced is None or not nothing_completed_since(self._synced, self._synced_xid, now):
+            row = await self._ask(conn, QUERIES["sync_notify"])
+            self._synced, self._synced_xid = parse_snapshot(row[0]), int(row[1])
+
+    async def _ask(self, conn: psycopg.AsyncConnection, query: LiteralString) -> tuple[Any, ...]:
+        """The first row of a query on the listener's connection, within ANSWER_SECONDS."""
+        try:
+            async with asyncio.timeout(ANSWER_SECONDS):
+                cursor = await conn.execute(query)
+                row = await cursor.fetchone()
+        except TimeoutError:
+            self._answered_at = -math.inf
+            raise TimeoutError(f"no answer within {ANSWER_SECONDS} s") from None
+        self._answered_at = time.monotonic()
+        if row is None:
+            raise psycopg.DataError(f"no row from {query.splitlines()[0]}")
+        return tuple(row)
 
     async def _check(self, conn: psycopg.AsyncConnection) -> str:
         """The chunks of ticks as ticks_storage() describes them; a check that the connection
         answers, which stops values being served at once when it does not."""
-        try:
-            cursor = await asyncio.wait_for(conn.execute("SELECT ticks_storage()"), ANSWER_SECONDS)
-            row = await cursor.fetchone()
-        except TimeoutError:
-            # At once: closing the connection may take its own time.
-            self._answered_at = -math.inf
-            raise TimeoutError(f"no answer within {ANSWER_SECONDS} s") from None
-        self._answered_at = time.monotonic()
-        return str(row[0]) if row else ""
-
-
-def chunks(storage: str) -> set[str]:
-    """The chunks (id and status) a ticks_storage() text names."""
-    return {part for part in storage.split(",") if part}
+        return str((await self._ask(conn, "SELECT ticks_storage()"))[0])
 
 
 def now_micros() -> int:

@@ -42,6 +42,7 @@ class Health:
     set_aside_cycles: int = 0  # cycles the collector could not write (set_aside_cycles)
     price_windows: int = 0  # pairs whose 24-hour window this worker holds (api/windows.py)
     price_windows_mb: float = 0.0  # what they take, counted against API_WINDOWS_MB
+    price_window_loads: int = 0  # bulk loads of every window begun (start, reconnect, full drop)
     reason: str | None = None  # why the status is not "ok" (the answer is then 503)
     # TimescaleDB's jobs whose last run failed or that have not succeeded within twice their
     # schedule (api/jobs.py); always [] on the Apache edition, which has no jobs.

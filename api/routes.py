@@ -160,10 +160,11 @@ async def price_history(
 async def hot_window(
     cache: ResponseCache, exchange: str, symbol: str
 ) -> tuple[Window | None, Place | None]:
-    """The pair's window and place kept in memory, once every announced change is in them;
+    """The pair's window and place kept in memory, once every commit visible when the request
+    came is in them (a sync round of the listener);
     (None, None) when not kept, or (None, place) when only its place is."""
     windows = cache.windows
-    if not (cache.windows_trusted() and await windows.caught_up()):
+    if not (cache.windows_trusted() and await cache.synced() and windows.serving):
         return None, None
     market_id = windows.market_id(exchange, symbol)
     if market_id is None:
@@ -281,6 +282,7 @@ async def health(conn: Connection, state: State) -> Response[Health]:
         set_aside,
         len(state.cache.windows),
         round(state.cache.windows.held_bytes / 2**20, 3),
+        state.cache.windows.loads,
         reason,
         jobs=[job_health(job) for job in jobs],
     )

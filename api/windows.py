@@ -8,30 +8,36 @@ listener is down.
 
 The database stays the source of truth. Every write to ticks announces itself (migration
 0005): a write that names its span (`ticks <first µs>/<last µs>`, as the collector's writer
-does) is read back in one query for all pairs and laid over each window; any other (psql,
-an update, a delete, or a span that is no sane one: api/announcements.py) drops every
-window, to be read again on demand. While an announced
-change is being read, requests wait for it: no answer shows a window older than the last
-change announced. Which name a pair has (markets) and its place in the stored ranking are
-kept here too, read whole when they change.
+and its backfill do) is read back for all pairs, streamed by market, and laid over each
+window, whatever its length; a chunk dropped inside the 24 hours is cut out of every window
+(one wholly older changes nothing, nor does compressing or decompressing one); a renamed or
+deleted market changes that pair's window alone. Anything else (a write from psql, an
+update, a delete, a span that is no sane one: api/announcements.py) drops every window, and
+they are loaded again in bulk: `load` reads every pair's window in pages of markets by id,
+a few queries in all, while requests are answered from SQL meanwhile. Before a request is
+answered from memory, the listener proves that every commit visible when it came has been
+read (api/freshness.py). Which name a pair has (markets) and its place in the stored ranking
+are kept here too.
 """
 
 from __future__ import (
     annotations,  # array[int] in annotations (subscriptable at run time from 3.12)
 )
 
-import asyncio
 import logging
-import select
 import sys
+import time
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
+import psycopg
 from psycopg import AsyncConnection
 
-from api.announcements import MARKETS, RANKING, STORAGE, TICKS, Announcement
+from api.announcements import MARKETS, RANKING, TICKS, Announcement
 from api.price_body import (
     GzipMember,
     entity_tag,
@@ -50,9 +56,6 @@ QUERIES = load_queries(Path(__file__).with_name("windows.sql"))
 DAY_US = 86_400 * 1_000_000
 # The raw retention until storage_settings is read (RAW_RETENTION's default).
 DEFAULT_RETENTION_US = 7 * DAY_US
-# A write spanning more than this is not read back into the windows: they are dropped and
-# read again pair by pair when asked for (a backfill of hours, say).
-MAX_SPAN_US = 3_600 * 1_000_000
 # What a window costs beyond its columns: the Window, its arrays' headers, the dict slot.
 WINDOW_OVERHEAD_BYTES = 400
 # What a kept answer costs beyond its compressed body and its parts' table: its key,
@@ -62,10 +65,15 @@ ANSWER_OVERHEAD_BYTES = 700
 # fields in Answer.parts.
 PART_US = 2 * 3_600 * 1_000_000
 PART_FIELDS = 6
-# A request waits at most this long for an announced change to be read, then reads SQL.
-CATCH_UP_SECONDS = 2.0
-# Turns of the event loop a request gives the listener to read what waits on its socket.
-LISTENER_TURNS = 8
+# The bulk load reads this many markets' windows a query; an announced change to ticks while
+# one is read makes it read again (it may predate the change).
+LOAD_PAGE_MARKETS = 500
+# A written span is read back in batches of this many markets (a server-side cursor).
+SPAN_BATCH_MARKETS = 1_000
+# PostgreSQL's epoch (2000-01-01), in µs since the Unix epoch; and how many arrays of times
+# converted from it a load keeps, to give pairs written at the same instants.
+POSTGRES_EPOCH_US = 946_684_800_000_000
+MAX_CONVERTED = 1_000
 
 log = logging.getLogger(__name__)
 
@@ -207,12 +215,16 @@ class Window:
         self.changed_from = sys.maxsize
         return self.answer
 
+    def holds(self, start: int, end: int) -> bool:
+        """Whether the window holds a tick in [start, end]."""
+        return bisect_left(self.times, start) < bisect_right(self.times, end)
+
     def replace(
         self,
         start: int,
         end: int,
-        times: list[int],
-        prices: list[float],
+        times: Sequence[int],
+        prices: Sequence[float],
         horizon: int,
         timelines: dict[tuple[object, ...], tuple[array[int], array[int]]],
     ) -> None:
@@ -241,17 +253,15 @@ class PriceWindows:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.serving = False
-        self.version = 0  # changes with every announced change, applied or not yet
+        # Changes with every announced change to what the windows hold, applied or not yet.
+        self.version = 0
+        self.loads = 0  # bulk loads begun (at start, after a reconnect, after a full drop)
         self._windows: dict[int, Window] = {}
         self._timelines: dict[bytes, array[int]] = {}  # the kept arrays of times, by content
         self._bytes = 0
         self._markets: dict[tuple[str, str], int] = {}
         self._places: dict[int, Place] = {}  # the ranked pairs'
         self._unranked = Place(None, 0)  # every other's
-        self._pending = 0
-        self._current = asyncio.Event()
-        self._current.set()
-        self._listener_socket = -1
         # How far back a write may name instants (storage_settings), read at each start.
         self.retention_us = DEFAULT_RETENTION_US
 
@@ -267,24 +277,6 @@ class PriceWindows:
     def __len__(self) -> int:
         return len(self._windows)
 
-    async def caught_up(self) -> bool:
-        """Wait until every announced change is applied; False if that takes too long or the
-        windows stop being served meanwhile.
-
-        A change committed just before this request may be announced on the listener's
-        socket without the event loop having read it yet: while that socket has bytes
-        waiting, let the listener read them first (a few turns of the loop at most)."""
-        for _ in range(LISTENER_TURNS):
-            if not (self._current.is_set() and self._listener_has_input()):
-                break
-            await asyncio.sleep(0)
-        if not self._current.is_set():
-            try:
-                await asyncio.wait_for(self._current.wait(), CATCH_UP_SECONDS)
-            except TimeoutError:
-                return False
-        return self.serving
-
     def market_id(self, exchange: str, symbol: str) -> int | None:
         return self._markets.get((exchange, symbol))
 
@@ -294,22 +286,25 @@ class PriceWindows:
     def place(self, market_id: int) -> Place:
         return self._places.get(market_id, self._unranked)
 
-    def admit(self, window: Window, version: int) -> None:
+    def admit(self, window: Window, version: int) -> bool:
         """Keep a window read at `version` of the changes, if none came since and it fits;
-        its `times` become those of a kept window written at the same instants, if any."""
+        its `times` become those of a kept window written at the same instants, if any.
+        False only when it did not fit."""
         if not self.serving or version != self.version or window.market_id in self._windows:
-            return
+            return True
         self._markets[window.exchange, window.symbol] = window.market_id
         content = window.times.tobytes()
         shared = self._timelines.get(content)
         size = window.own_bytes + (0 if shared else sys.getsizeof(window.times))
-        if self._bytes + size <= self.max_bytes:
-            if shared:
-                window.times = shared
-            else:
-                self._timelines[content] = window.times
-            self._windows[window.market_id] = window
-            self._bytes += size
+        if self._bytes + size > self.max_bytes:
+            return False
+        if shared:
+            window.times = shared
+        else:
+            self._timelines[content] = window.times
+        self._windows[window.market_id] = window
+        self._bytes += size
+        return True
 
     def answer(self, window: Window, lo: int, hi: int, place: Place) -> Answer:
         """The window's answer for [lo, hi) and `place`, kept with it (and counted)."""
@@ -320,47 +315,105 @@ class PriceWindows:
             self._fit()
         return answer
 
+    async def load(self, conninfo: str) -> None:
+        """Read every pair's window, a page of markets a query, on a connection of its own,
+        keeping each that fits (not those held already), until all are read or no more fit.
+        A page read while a change to ticks was announced is read again."""
+        self.loads += 1
+        started, after, pages = time.monotonic(), 0, 0
+        converted: dict[bytes, array[int]] = {}
+        async with await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, application_name="datatracker-api-load"
+        ) as conn:
+            while self.serving:
+                version = self.version
+                since = instant(time.time_ns() // 1000 - DAY_US)
+                params = {"after": after, "limit": LOAD_PAGE_MARKETS, "since": since}
+                cursor = await conn.execute(QUERIES["windows_after"], params, binary=True)
+                rows = await cursor.fetchall()
+                pages += 1
+                if not rows:
+                    break
+                if version != self.version:
+                    continue
+                fits = all(
+                    self.admit(
+                        Window(market, exchange, symbol, *columns(times, prices, converted)),
+                        version,
+                    )
+                    for market, exchange, symbol, times, prices in rows
+                )
+                if not fits:
+                    break
+                after = rows[-1][0]
+        log.info(
+            "price windows loaded: %d pairs, %.1f MiB, in %.1f s (%d queries)",
+            len(self._windows),
+            self._bytes / 2**20,
+            time.monotonic() - started,
+            pages,
+        )
+
     # The listener's side (api/cache.py): announce on receipt, then apply.
 
-    def announce(self) -> None:
-        """A change was announced: hold requests until `apply` has read it."""
-        self.version += 1
-        self._pending += 1
-        self._current.clear()
+    def announce(self, source: str) -> None:
+        """A change was announced: a window read before it is not kept (see `admit`)."""
+        if source != RANKING:
+            self.version += 1
 
-    async def apply(self, conn: AsyncConnection, change: Announcement, now_us: int) -> None:
-        """Read what an announced change did (see the module's docstring)."""
-        try:
-            if change.source == RANKING:
-                await self._read_ranking(conn)
-            elif change.source == TICKS and change.span:
-                await self._read_span(conn, *change.span, now_us)
-            elif change.source in (TICKS, STORAGE):
-                self._drop_windows()
-            else:  # markets renamed or deleted, or a malformed announcement: everything
-                self._drop_windows()
-                await self._read_markets(conn)
-                if change.source != MARKETS:
-                    await self._read_ranking(conn)
-        finally:
-            self._pending -= 1
-            if not self._pending:
-                self._current.set()
+    async def apply(self, conn: AsyncConnection, change: Announcement, now_us: int) -> bool:
+        """Read what an announced change did (see the module's docstring); True when every
+        window was dropped, to be loaded again."""
+        if change.source == RANKING:
+            await self._read_ranking(conn)
+            return False
+        if change.source == TICKS and change.span:
+            await self._read_span(conn, *change.span, now_us)
+            return False
+        if change.source == MARKETS:
+            await self._read_markets(conn)
+            self._follow_markets()
+            return False
+        self._drop_windows()
+        if change.source != TICKS:  # a malformed announcement: everything
+            await self._read_markets(conn)
+            await self._read_ranking(conn)
+        return True
 
-    def _listener_has_input(self) -> bool:
-        if self._listener_socket < 0:
+    async def chunks_changed(
+        self, conn: AsyncConnection, before: str, after: str, now_us: int
+    ) -> bool:
+        """Follow the chunks of ticks from one ticks_storage() text to the next. A chunk
+        compressed or decompressed changes no value: nothing to do. Otherwise the chunks'
+        spans are read, and the ticks a window holds in the 24 hours where no chunk is now
+        (dropped, even if added since the last check) are cut out of it. True when every
+        window was dropped (the catalog could not be read)."""
+        if chunk_ids(before) == chunk_ids(after):
             return False
+        self.version += 1  # a window read from SQL meanwhile may hold ticks now dropped
         try:
-            readable, _, _ = select.select([self._listener_socket], [], [], 0)
-        except (OSError, ValueError):
-            # Closed under us (the database went away) before the listener saw it and stopped
-            # the windows: nothing more will be announced on it.
-            return False
-        return bool(readable)
+            cursor = await conn.execute(QUERIES["chunk_ranges"])
+            spans = sorted(await cursor.fetchall())
+        except psycopg.ProgrammingError as error:
+            log.warning("chunks of ticks unknown, every window loaded again: %s", error)
+            self._drop_windows()
+            return True
+        horizon = now_us - DAY_US
+        timelines: dict[tuple[object, ...], tuple[array[int], array[int]]] = {}
+        edge = horizon
+        for start, end in [*spans, (sys.maxsize, sys.maxsize)]:
+            if start > edge:  # no chunk holds [edge, start)
+                for window in self._windows.values():
+                    if window.holds(edge, start - 1):
+                        window.replace(edge, start - 1, (), (), horizon, timelines)
+            edge = max(edge, end)
+        if timelines:
+            self._recount()
+        return False
 
     async def start(self, conn: AsyncConnection) -> None:
-        """Begin serving on a new listener connection: read the markets and the ranking."""
-        self._listener_socket = conn.pgconn.socket
+        """Begin serving on a new listener connection: read the markets, the ranking, the
+        raw retention. The windows are then loaded (`load`)."""
         self._drop_windows()
         await self._read_markets(conn)
         await self._read_ranking(conn)
@@ -373,12 +426,9 @@ class PriceWindows:
     def stop(self) -> None:
         """Stop serving (the listener is gone) and forget everything."""
         self.serving = False
-        self._listener_socket = -1
         self.version += 1
         self._drop_windows()
         self._markets.clear()
-        self._pending = 0
-        self._current.set()
 
     def _drop_windows(self) -> None:
         self._windows.clear()
@@ -386,25 +436,47 @@ class PriceWindows:
         self._bytes = 0
 
     async def _read_span(self, conn: AsyncConnection, start: int, end: int, now_us: int) -> None:
+        """Lay the ticks stored in [start, end] over every window, streamed by market."""
         horizon = now_us - DAY_US
         if end < horizon or not self._windows:
             return
-        if end - start > MAX_SPAN_US:
-            self._drop_windows()
-            return
         start = max(start, horizon)
-        cursor = await conn.execute(
-            QUERIES["ticks_between"], {"start": instant(start), "end": instant(end)}, binary=True
-        )
-        rows = await cursor.fetchall()
-        changed = {market_id: (times, prices) for market_id, times, prices in rows}
-        empty: tuple[list[int], list[float]] = ([], [])
+        params = {"start": instant(start), "end": instant(end)}
         timelines: dict[tuple[object, ...], tuple[array[int], array[int]]] = {}
-        for market_id, window in self._windows.items():
-            times, prices = changed.get(market_id, empty)
-            window.replace(start, end, times, prices, horizon, timelines)
+        untouched = set(self._windows)
+        converted: dict[bytes, array[int]] = {}
+        async with (
+            conn.transaction(),
+            conn.cursor("ticks_between", binary=True) as cursor,
+        ):
+            await cursor.execute(QUERIES["ticks_between"], params)
+            while rows := await cursor.fetchmany(SPAN_BATCH_MARKETS):
+                for market_id, times, prices in rows:
+                    window = self._windows.get(market_id)
+                    if window is not None:
+                        window.replace(
+                            start, end, *columns(times, prices, converted), horizon, timelines
+                        )
+                        untouched.discard(market_id)
+        for market_id in untouched:  # no tick stored in the span
+            if (window := self._windows.get(market_id)) is not None:
+                window.replace(start, end, (), (), horizon, timelines)
         self._recount()
         self._fit()
+
+    def _follow_markets(self) -> None:
+        """After the markets were read again: drop the window of a market deleted, rename
+        that of a market renamed (its answer built again); leave every other."""
+        names = {market_id: name for name, market_id in self._markets.items()}
+        for market_id, window in list(self._windows.items()):
+            name = names.get(market_id)
+            if name is None:
+                del self._windows[market_id]
+            elif name != (window.exchange, window.symbol):
+                window.exchange, window.symbol = name
+                window.version += 1
+                window.answer = None
+        self._recount()
 
     def _recount(self) -> None:
         """Count what the windows take, each shared `times` array once, and keep those
@@ -440,3 +512,32 @@ class PriceWindows:
         ranked = int(row[0]) if row else 0
         self._places = {market_id: Place(rank, ranked) for market_id, rank in ranks}
         self._unranked = Place(None, ranked)
+
+
+def chunk_ids(storage: str) -> set[int]:
+    """The ids of the chunks a ticks_storage() text names (`id:status:compressed id,…`)."""
+    return {int(part.split(":", 1)[0]) for part in storage.split(",") if part}
+
+
+def columns(
+    times: bytes, prices: bytes, converted: dict[bytes, array[int]]
+) -> tuple[array[int], array[float]]:
+    """A window's columns from their binary forms end to end (timestamptz_send, float8send):
+    instants in µs since the Unix epoch, oldest first. Pairs written at the same instants
+    send the same bytes of times: each is converted once, through `converted`."""
+    values = array("d", prices)
+    if sys.byteorder == "little":
+        values.byteswap()
+    instants = converted.get(times)
+    if instants is None:
+        raw = array("q", times)
+        if sys.byteorder == "little":
+            raw.byteswap()
+        instants = array("q", [at + POSTGRES_EPOCH_US for at in raw])
+        if any(a > b for a, b in pairwise(instants)):  # never seen: the rows come in order
+            order = sorted(range(len(instants)), key=instants.__getitem__)
+            return array("q", [instants[i] for i in order]), array("d", [values[i] for i in order])
+        if len(converted) >= MAX_CONVERTED:
+            converted.clear()
+        converted[times] = instants
+    return instants, values

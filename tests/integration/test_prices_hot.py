@@ -110,22 +110,29 @@ async def test_a_collector_write_moves_the_windows_forward_without_dropping_them
             tags[path] = response.headers["etag"]
 
 
-async def test_a_write_from_psql_drops_the_windows_and_is_served(
+async def test_a_write_from_psql_drops_the_windows_and_they_are_loaded_again_in_bulk(
     hot_api: httpx.AsyncClient, history: str
 ) -> None:
     """A write that names no span (here plain SQL) is seen at once: the windows are dropped and
-    read again on demand."""
+    every pair's loaded again in one bulk load, as at start."""
     exchange, symbol = (await pairs(history))[0]
     path = f"/prices/{exchange}/{symbol}"
-    await hot_api.get(path)
-    assert 1 == (await windows_held(hot_api))[0]
+    await until_loaded(hot_api, len(await pairs(history)), loads=1)
     async with await psycopg.AsyncConnection.connect(history, autocommit=True) as conn:
         await conn.execute("UPDATE ticks SET price = 4242 WHERE time = %s", [HISTORY_END])
-    for _ in range(40):  # the announcement's delivery
-        if (await hot_api.get(path)).json()["prices"][-1]["price"] == 4242:
-            break
-        await asyncio.sleep(0.05)
     assert 4242 == (await hot_api.get(path)).json()["prices"][-1]["price"]
+    await until_loaded(hot_api, len(await pairs(history)), loads=2)
+
+
+async def until_loaded(api: httpx.AsyncClient, pairs: int, loads: int) -> None:
+    """Wait (at most 5 s) until `loads` bulk loads have begun and `pairs` windows are held."""
+    health: dict[str, object] = {}
+    for _ in range(100):
+        health = (await api.get("/health")).json()
+        if (health["price_window_loads"], health["price_windows"]) == (loads, pairs):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not loaded: {health}")
 
 
 async def test_windows_stay_within_their_bound_and_the_rest_is_read_from_sql(
