@@ -360,7 +360,12 @@ async def test_the_collector_adds_only_true_history_whatever_it_runs(
     may_refusals = await run_as(url, SETTINGS[settings], may)
 
     assert list(refuse) == refusals
-    assert ([] if settings == "hostile" else list(may)) == may_refusals
+    if settings == "hostile":
+        assert [] == may_refusals
+    else:
+        # Cut at 1 ms, the upkeep that writes (retention, the ranking) cannot finish; what
+        # finishes within it (taking an instant's turn, on PostgreSQL 18) may.
+        assert {"SELECT apply_retention()", "SELECT refresh_rankings()"} <= set(may_refusals)
     assert before == await checksum(history)
     assert 0 < before[3]
 
