@@ -3,8 +3,11 @@
 A module of its own (not conftest.py) so that fixtures and tests see the same ANCHOR.
 """
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import LiteralString
 
 import psycopg
 
@@ -27,6 +30,8 @@ EXCHANGES = ("kraken", "binance")
 PAIRS_PER_EXCHANGE = 4
 # As a backfill writes: a statement per batch.
 WRITE_BATCH_TICKS = 20_000
+# How long a refresh waits for the policy's refresh of the same buckets to end.
+CONCURRENT_REFRESH_WAIT_SECONDS = 60
 
 
 async def simulated_history() -> list[Tick]:
@@ -53,9 +58,26 @@ async def refresh_candles(database_url: str, since: datetime = HISTORY_START) ->
         mode = await detect_storage_mode(conn)
         if mode == "timescale":
             for query, params in candle_updates(mode, since, datetime.now(UTC)):
-                await conn.execute(QUERIES[query], params)
+                await refresh_beside_the_policies(conn, QUERIES[query], params)
             return
     await run_maintenance(database_url, lambda upkeep: upkeep.refresh_history(since))
+
+
+async def refresh_beside_the_policies(
+    conn: psycopg.AsyncConnection, query: LiteralString, params: Mapping[str, object]
+) -> None:
+    """Refresh a continuous aggregate; where TimescaleDB's jobs run by themselves (PostgreSQL
+    16 and later), its refresh policy may be refreshing the same buckets at this moment, which
+    TimescaleDB refuses rather than waits for: wait for that refresh to end and ask again."""
+    deadline = time.monotonic() + CONCURRENT_REFRESH_WAIT_SECONDS
+    while True:
+        try:
+            await conn.execute(query, params)
+            return
+        except psycopg.errors.LockNotAvailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def refresh_rankings(database_url: str) -> None:
