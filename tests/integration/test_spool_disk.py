@@ -178,3 +178,34 @@ async def test_a_second_collector_on_the_same_spool_is_refused(
     assert 1 == len(refused.strip().splitlines()), refused
     assert f"in use by another collector (pid {first.pid})" in refused
     assert running, processes.stderr(third)
+
+
+def unusable_spool_dir(kind: str, disk: Path) -> Path:
+    """A SPOOL_DIR on `disk` that cannot hold a spool: a file in its place, a new directory on
+    a full disk, or one on a file system remounted read-only."""
+    if kind == "a file":
+        (disk / "spool").write_text("not a directory\n")
+    elif kind == "a full disk":
+        fill(disk)
+    else:
+        mount("-o", "remount,ro", str(disk))
+    return disk / "spool"
+
+
+@pytest.mark.parametrize("kind", ["a file", "a full disk", "a read-only disk"])
+async def test_a_spool_dir_that_cannot_hold_the_spool_stops_the_collector(
+    collector_url: str, small_disk: Path, kind: str
+) -> None:
+    """A SPOOL_DIR that is a file, new on a full disk, or read-only stops the collector at
+    start with status 2 and one line naming SPOOL_DIR and why, without a traceback."""
+    spool_dir = unusable_spool_dir(kind, small_disk)
+    settings = spool_settings(collector_url, small_disk, SPOOL_DIR=str(spool_dir))
+    with collectors(small_disk.parent, **settings) as processes:
+        process = processes.start()
+        status = await exited(process, 30)
+        stderr = processes.stderr(process)
+
+    assert 2 == status, stderr
+    assert 1 == len(stderr.strip().splitlines()), stderr
+    assert f"SPOOL_DIR {spool_dir} cannot hold the spool: " in stderr
+    assert "Traceback" not in stderr
