@@ -17,8 +17,10 @@ for all of it and SPARE_FILES more, so the process never runs out.
 """
 
 import asyncio
+import errno
 import logging
 import resource
+import socket
 import time
 import weakref
 from typing import Any
@@ -266,3 +268,39 @@ def allow_open_files(connections: int) -> int:
             soft,
         )
     return max(allowed, 1)
+
+
+class ListenAddressError(Exception):
+    """API_HOST and API_PORT name no address this process can listen on; says which, why."""
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Raise ListenAddressError, in one line naming the setting, unless `host` resolves and
+    `port` can be bound on each of its addresses (as uvicorn binds, SO_REUSEADDR included).
+    Run before the workers start: uvicorn's own failure names neither setting, and with one
+    worker comes only after the app has started."""
+    if not host:
+        raise ListenAddressError("API_HOST is empty: give an address (0.0.0.0: every interface)")
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, socket.gaierror) else str(error)
+        raise ListenAddressError(f"API_HOST={host} cannot be resolved ({reason})") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                raise ListenAddressError(bind_failure(host, port, error)) from None
+
+
+def bind_failure(host: str, port: int, error: OSError) -> str:
+    """Why `host`:`port` cannot be bound, naming the setting to change."""
+    if error.errno == errno.EADDRINUSE:
+        return f"API_PORT={port}: {host}:{port} is in use by another process"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"API_HOST={host} is not an address of this machine"
+    if error.errno == errno.EACCES:
+        return f"API_PORT={port}: permission denied (ports below 1024 need privileges)"
+    return f"API_HOST={host}, API_PORT={port}: cannot listen ({error.strerror})"
