@@ -57,9 +57,15 @@ class Backlog:
         # Cycles the spool could not take, oldest first, with their encoded sizes.
         self._held: deque[tuple[CycleReport, int]] = deque()
         self._held_bytes = 0
+        self._held_ticks = 0
         self._spool_failing = False
         self.evicted_ticks = 0  # since start, for tests and the log
         self.set_aside = 0
+
+    def held(self) -> tuple[int, int]:
+        """How many cycles, and ticks, the spool could not take and memory holds until the
+        database takes them (read by the metrics' thread: counts kept as they change)."""
+        return len(self._held), self._held_ticks
 
     @property
     def unreachable(self) -> bool:
@@ -101,10 +107,12 @@ class Backlog:
         size = len(encode_cycle(report))
         self._held.append((report, size))
         self._held_bytes += size
+        self._held_ticks += report.fetched
         cycles = ticks = 0
         while self._held_bytes > self._spool.max_bytes and len(self._held) > 1:
             dropped, dropped_size = self._held.popleft()
             self._held_bytes -= dropped_size
+            self._held_ticks -= dropped.fetched
             cycles, ticks = cycles + 1, ticks + dropped.fetched
         self._evicted(cycles, ticks)
 
@@ -206,6 +214,7 @@ class Backlog:
         if self._held and self._held[0][0] is report:
             self._held.popleft()
             self._held_bytes -= size
+            self._held_ticks -= report.fetched
         return True
 
     async def _written(self, report: CycleReport) -> None:

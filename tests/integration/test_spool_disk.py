@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from collector.spool import SPOOL_FILE, SPOOL_SLACK_BYTES
+from tests.api_server import free_port
 from tests.integration.collector_process import (
     CollectorProcesses,
     collectors,
@@ -209,3 +212,57 @@ async def test_a_spool_dir_that_cannot_hold_the_spool_stops_the_collector(
     assert 1 == len(stderr.strip().splitlines()), stderr
     assert f"SPOOL_DIR {spool_dir} cannot hold the spool: " in stderr
     assert "Traceback" not in stderr
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The collector's /metrics, as Prometheus reads it: each unlabelled sample's value."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
+async def test_cycles_held_in_memory_show_on_the_collector_s_metrics(
+    proxy: TcpProxy, database_url: str, collector_url: str, small_disk: Path
+) -> None:
+    """With the spool's disk full and the database away, the collector's /metrics counts the
+    cycles held in memory and their ticks (every pair of each), and the writer's lag; once
+    the database is back they are written and the gauges fall to 0."""
+    port = free_port()
+    settings = spool_settings(proxy.route(collector_url), small_disk, METRICS_PORT=str(port))
+    with collectors(small_disk.parent, **settings) as processes:
+        process = processes.start()
+        await until(lambda: stored_count(database_url, 2), 60, "two cycles")
+        await proxy.cut()
+        fill(small_disk)
+
+        async def held(cycles: int) -> bool:
+            return scrape(port)["datatracker_collector_held_cycles"] >= cycles
+
+        await until(lambda: held(3), 60, "three cycles held")
+        while_held = scrape(port)
+        await proxy.restore()
+
+        async def none_held() -> bool:
+            return scrape(port)["datatracker_collector_held_cycles"] == 0
+
+        await until(none_held, 60, "the held cycles written")
+        after = scrape(port)
+        process.send_signal(signal.SIGTERM)
+        assert 0 == await exited(process, 30)
+        stderr = processes.stderr(process)
+
+    cycles = while_held["datatracker_collector_held_cycles"]
+    assert 2 * PAIRS * cycles == while_held["datatracker_collector_held_ticks"], stderr
+    assert cycles <= while_held["datatracker_collector_writer_lag_seconds"], stderr
+    assert 0 == after["datatracker_collector_held_ticks"]
+    assert 0 == after["datatracker_collector_writer_lag_seconds"]
+    assert [] == gaps(sorted(await stored_cycles(database_url)), INTERVAL), stderr
+
+
+async def stored_count(database_url: str, count: int) -> bool:
+    """Whether at least `count` instants are stored."""
+    return len(await stored_cycles(database_url)) >= count
