@@ -1,13 +1,13 @@
 """`python -m api` with an address it cannot listen on: one line naming the setting, status 1."""
 
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.commands import COMMANDS, run_python
 
 URL = "postgresql://user:secret@db.invalid:5432/tracker"
 
@@ -22,16 +22,9 @@ def busy_port() -> Iterator[int]:
 
 
 def start_api(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "DATABASE_URL": URL, "API_WORKERS": "1", **settings}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    return subprocess.run(
-        [sys.executable, "-m", "api"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    """`python -m api` with one worker and `settings`, run until it exits."""
+    return run_python(
+        COMMANDS["api"], tmp_path, {"DATABASE_URL": URL, "API_WORKERS": "1", **settings}
     )
 
 
