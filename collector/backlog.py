@@ -19,7 +19,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from collector import metrics
 from collector.cycle import log_written
@@ -227,13 +227,39 @@ class Backlog:
 
     async def _set_aside(self, seq: int, body: bytes, error: Exception) -> None:
         """Keep a refused cycle aside in the spool, say so once with the traceback, and record
-        it in the database."""
+        it in the database. One the spool cannot take aside (its disk full or failing) is
+        recorded in the database only, and skipped: the cycles behind it flow on."""
         trace = storable("".join(traceback.format_exception(error)))
+        try:
+            await asyncio.to_thread(self._spool.set_aside, seq, describe(error), trace)
+        except SPOOL_ERRORS as spool_error:
+            self._spool_failed(spool_error)
+            await self._drop_refused(seq, body, error, trace)
+            return
         log.error("cycle set aside in the spool: %s", describe(error), exc_info=error)
-        await asyncio.to_thread(self._spool.set_aside, seq, describe(error), trace)
         self.set_aside += 1
         metrics.ended("set_aside")
         await self._record_set_aside()
+
+    async def _drop_refused(self, seq: int, body: bytes, error: Exception, trace: str) -> None:
+        """A refused cycle the spool cannot keep aside: recorded in set_aside_cycles (its ticks
+        are lost), said once with its traceback, and taken out of the queue."""
+        report = decode_cycle(body)  # it decoded for the write the database refused
+        log.error(
+            "cycle %s lost: the database refused it and the spool cannot keep it aside: %s",
+            report.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            describe(error),
+            exc_info=error,
+        )
+        metrics.ended("lost")
+        try:
+            await self._store.record_set_aside(
+                report, set_aside_at=datetime.now(UTC), error=describe(error), traceback=trace
+            )
+        except Exception as failure:  # the log line above is then the only record
+            log.warning("lost cycle not recorded in set_aside_cycles: %s", describe(failure))
+        with contextlib.suppress(*SPOOL_ERRORS):  # else skipped, deleted with the next one
+            await asyncio.to_thread(self._spool.remove, seq)
 
     async def _record_set_aside(self) -> None:
         """Copy cycles set aside into set_aside_cycles; what fails now is tried when caught up."""

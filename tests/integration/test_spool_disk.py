@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -10,10 +11,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg_pool import AsyncConnectionPool
 
-from collector.spool import SPOOL_FILE, SPOOL_SLACK_BYTES
+from collector.backlog import Backlog
+from collector.cycle import fetch_cycle
+from collector.sources.simulated import SimulatedSource
+from collector.spool import SPOOL_FILE, SPOOL_SLACK_BYTES, Spool
+from collector.store import Store
 from tests.api_server import free_port
 from tests.integration.collector_process import (
     CollectorProcesses,
@@ -23,6 +30,7 @@ from tests.integration.collector_process import (
     stored_cycles,
     until,
 )
+from tests.integration.test_set_aside import AT, MINUTE, POISON, POISONED
 from tests.tcp_proxy import TcpProxy
 
 INTERVAL = timedelta(seconds=1)
@@ -266,3 +274,45 @@ async def test_cycles_held_in_memory_show_on_the_collector_s_metrics(
 async def stored_count(database_url: str, count: int) -> bool:
     """Whether at least `count` instants are stored."""
     return len(await stored_cycles(database_url)) >= count
+
+
+async def test_a_cycle_refused_while_the_spool_is_full_is_recorded_once_and_the_rest_flow_on(
+    database_url: str, small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the spool's disk full, a cycle the database refuses cannot be kept aside in the
+    spool: it is recorded in set_aside_cycles, logged once with its traceback, and the cycles
+    behind it are written, rather than the writer failing on it every second."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(POISON)
+    caplog.set_level(logging.INFO, logger="collector")
+    async with AsyncConnectionPool(database_url, min_size=1, kwargs={"autocommit": True}) as pool:
+        spool = Spool(small_disk / "spool", max_bytes=2**20)
+        backlog = Backlog(spool, Store(pool))
+        # The refused cycle is the largest: setting it aside would take pages the disk lacks.
+        for at, pairs in ((AT, 4), (POISONED, 2000), (AT + 2 * MINUTE, 4)):
+            source = SimulatedSource(["kraken"], pairs_per_exchange=pairs, seed=5)
+            await backlog.keep(await fetch_cycle(source, at, timeout_seconds=5))
+        fill(small_disk)
+        backlog.start()
+
+        async def drained() -> bool:
+            return (0, 0) == await asyncio.to_thread(spool.waiting)
+
+        try:
+            await until(drained, 30, "the spool written")
+            await asyncio.sleep(2)  # two of the writer's retries, were it failing
+        finally:
+            await backlog.stop(asyncio.get_running_loop().time() + 5)
+            spool.close()
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT time FROM collector_runs GROUP BY time ORDER BY time")
+        written = await cursor.fetchall()
+        cursor = await conn.execute("SELECT time, error FROM set_aside_cycles")
+        recorded = await cursor.fetchall()
+    assert [(AT,), (AT + 2 * MINUTE,)] == written
+    assert [(POISONED, "DataException: poisoned cycle")] == recorded
+    tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert 1 == len(tracebacks), tracebacks
+    assert "poisoned cycle" in tracebacks[0]
+    assert 1 == caplog.text.count("cannot be written"), caplog.text
