@@ -287,12 +287,12 @@ def check_listen_address(host: str, port: int) -> None:
         reason = error.strerror if isinstance(error, socket.gaierror) else str(error)
         raise ListenAddressError(f"API_HOST={host} cannot be resolved ({reason})") from None
     for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
+        try:  # socket() too: an IPv6 address where IPv6 is off fails there
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(address)
-            except OSError as error:
-                raise ListenAddressError(bind_failure(host, port, error)) from None
+        except OSError as error:
+            raise ListenAddressError(bind_failure(host, port, error)) from None
 
 
 def bind_failure(host: str, port: int, error: OSError) -> str:
