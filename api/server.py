@@ -276,23 +276,23 @@ class ListenAddressError(Exception):
 
 def check_listen_address(host: str, port: int) -> None:
     """Raise ListenAddressError, in one line naming the setting, unless `host` resolves and
-    `port` can be bound on each of its addresses (as uvicorn binds, SO_REUSEADDR included).
-    Run before the workers start: uvicorn's own failure names neither setting, and with one
-    worker comes only after the app has started."""
+    `port` can be bound there as uvicorn binds it (IPv6 for a host with a colon, else IPv4;
+    SO_REUSEADDR). Run before the workers start: uvicorn's own failure names neither setting,
+    and with one worker comes only after the app has started."""
     if not host:
         raise ListenAddressError("API_HOST is empty: give an address (0.0.0.0: every interface)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        resolved = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
         reason = error.strerror if isinstance(error, socket.gaierror) else str(error)
         raise ListenAddressError(f"API_HOST={host} cannot be resolved ({reason})") from None
-    for family, kind, proto, _, address in addresses:
-        try:  # socket() too: an IPv6 address where IPv6 is off fails there
-            with socket.socket(family, kind, proto) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind(address)
-        except OSError as error:
-            raise ListenAddressError(bind_failure(host, port, error)) from None
+    try:  # socket() too: an IPv6 address where IPv6 is off fails there
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(resolved[0][4])
+    except OSError as error:
+        raise ListenAddressError(bind_failure(host, port, error)) from None
 
 
 def bind_failure(host: str, port: int, error: OSError) -> str:
