@@ -300,6 +300,11 @@ class Backlog:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), RETRY_SECONDS)
 
+    def database_unreachable(self, error: BaseException) -> None:
+        """Note that other work (upkeep) found the database unreachable: said once, as the
+        writer says it, until a write succeeds again."""
+        self._went_down(error)
+
     def _went_down(self, error: BaseException) -> None:
         if self._down_since is not None:
             return
