@@ -4,6 +4,7 @@
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,13 @@ from pathlib import Path
 import uvicorn
 
 from api.parent import exit_with_parent
-from api.server import Protocol, allow_open_files, server_options
+from api.server import (
+    ListenAddressError,
+    Protocol,
+    allow_open_files,
+    check_listen_address,
+    server_options,
+)
 from datatracker.logs import configure_logging
 from datatracker.settings import Settings, load_settings
 
@@ -64,6 +71,11 @@ def metrics_directory(settings: Settings, count: int) -> Iterator[None]:
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
+    try:
+        check_listen_address(settings.api_host, settings.api_port)
+    except ListenAddressError as error:
+        log.error("%s", error)
+        sys.exit(1)
     max_connections = allow_open_files(settings.api_max_connections)
     count = workers(settings)
     options = server_options(settings, max_connections) | {"http": Protocol}

@@ -17,8 +17,10 @@ for all of it and SPARE_FILES more, so the process never runs out.
 """
 
 import asyncio
+import errno
 import logging
 import resource
+import socket
 import time
 import weakref
 from typing import Any
@@ -266,3 +268,39 @@ def allow_open_files(connections: int) -> int:
             soft,
         )
     return max(allowed, 1)
+
+
+class ListenAddressError(Exception):
+    """API_HOST and API_PORT name no address this process can listen on; says which, why."""
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Raise ListenAddressError, in one line naming the setting, unless `host` resolves and
+    `port` can be bound there as uvicorn binds it (IPv6 for a host with a colon, else IPv4;
+    SO_REUSEADDR). Run before the workers start: uvicorn's own failure names neither setting,
+    and with one worker comes only after the app has started."""
+    if not host:
+        raise ListenAddressError("API_HOST is empty: give an address (0.0.0.0: every interface)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        resolved = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, socket.gaierror) else str(error)
+        raise ListenAddressError(f"API_HOST={host} cannot be resolved ({reason})") from None
+    try:  # socket() too: an IPv6 address where IPv6 is off fails there
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(resolved[0][4])
+    except OSError as error:
+        raise ListenAddressError(bind_failure(host, port, error)) from None
+
+
+def bind_failure(host: str, port: int, error: OSError) -> str:
+    """Why `host`:`port` cannot be bound, naming the setting to change."""
+    if error.errno == errno.EADDRINUSE:
+        return f"API_PORT={port}: {host}:{port} is in use by another process"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"API_HOST={host} is not an address of this machine"
+    if error.errno == errno.EACCES:
+        return f"API_PORT={port}: permission denied (ports below 1024 need privileges)"
+    return f"API_HOST={host}, API_PORT={port}: cannot listen ({error.strerror})"

@@ -30,7 +30,6 @@ every API started. Generate the data first: `python -m bench.generate --pairs 10
 
 import argparse
 import asyncio
-import json
 import math
 import random
 import shutil
@@ -39,7 +38,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,14 +48,14 @@ from typing import Any
 import psycopg
 
 from bench import databases, machine, servers, stats
-from bench.http_load import LOOPBACK, Tally, read_response, run_load
+from bench.http_load import ACCEPT_GZIP, Tally, get, health, run_load, warm
 from bench.read_path import sample_markets
+from bench.servers import process_tree_rss, serving_rss
 from collector.sources.simulated import quote_decimals
 from collector.ticks import Tick
 from collector.writer import QUERIES as COLLECTOR_QUERIES
 from collector.writer import TickWriter
 
-ACCEPT_GZIP = "Accept-Encoding: gzip"
 # Every stored pair with its newest price (where the cycles' random walk starts).
 MARKETS_WITH_PRICES = """
 SELECT m.exchange, m.symbol, m.base, m.quote, coalesce(latest.price, 1.0)
@@ -134,74 +132,6 @@ def cycling(url: str, every: float) -> Iterator[Cycles]:
         stop.set()
         if thread is not None:
             thread.join(timeout=120)
-
-
-def get(port: int, path: str, gzip: bool = False) -> tuple[int, dict[str, str], bytes]:
-    """One GET on loopback: status, headers (lower-case names) and body (as sent: still
-    compressed if `gzip` asked for it)."""
-    accept = {"Accept-Encoding": "gzip"} if gzip else {}
-    request = urllib.request.Request(f"http://{LOOPBACK}:{port}{path}", headers=accept)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback)
-            headers = {name.lower(): value for name, value in answer.headers.items()}
-            return answer.status, headers, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, {}, error.read()
-
-
-def health(port: int) -> dict[str, Any]:
-    """`/health`'s body (whichever worker answers)."""
-    _, _, body = get(port, "/health")
-    answer: dict[str, Any] = json.loads(body)
-    return answer
-
-
-async def warm_paths(port: int, paths: Sequence[str], clients: int) -> dict[str, Any]:
-    """Request every path once, `clients` connections each taking the next path in turn."""
-    queue = iter(paths)
-    statuses: dict[int, int] = {}
-
-    async def one() -> None:
-        reader, writer = await asyncio.open_connection(LOOPBACK, port)
-        try:
-            for path in queue:
-                writer.write(f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n".encode())
-                status = await read_response(reader)
-                statuses[status] = statuses.get(status, 0) + 1
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(clients)))
-    return {"seconds": time.perf_counter() - started, "requests": len(paths), "statuses": statuses}
-
-
-def warm(port: int, paths: Sequence[str], clients: int, rounds: int = 1) -> dict[str, Any]:
-    """Warm the windows (each round on new connections, so that every worker gets some)."""
-    runs = [asyncio.run(warm_paths(port, paths, clients)) for _ in range(rounds)]
-    return {"rounds": runs, "seconds": sum(run["seconds"] for run in runs)}
-
-
-def process_tree_rss(pid: int) -> dict[int, int]:
-    """RSS of a process and of its children (uvicorn's workers), bytes by pid."""
-    found = {pid: servers.resident_bytes(pid)}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        for child in children:
-            found |= process_tree_rss(int(child))
-    return found
-
-
-def serving_rss(pid: int) -> int:
-    """The RSS of the processes that serve: uvicorn's workers if there are any (not its
-    supervisor nor multiprocessing's resource tracker), else `pid`."""
-    tree = process_tree_rss(pid)
-    workers = [
-        rss
-        for child, rss in tree.items()
-        if child != pid and b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
-    return sum(workers) or tree[pid]
 
 
 def latency_split(tally: Tally, cycles: Sequence[Cycle], after: float) -> dict[str, Any]:

@@ -6,14 +6,20 @@ than an HTTP library, so the generator spends as little of the machine's two cor
 """
 
 import asyncio
+import json
 import random
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench import stats
 
 LOOPBACK = "127.0.0.1"
+# The header a client sends to accept gzip bodies, as browsers and most HTTP libraries do.
+ACCEPT_GZIP = "Accept-Encoding: gzip"
 
 
 @dataclass
@@ -138,3 +144,49 @@ def summarise(tally: Tally, elapsed: float, clients: int) -> dict[str, object]:
         "statuses": dict(tally.statuses),
         "errors": tally.errors,
     }
+
+
+def get(port: int, path: str, gzip: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One GET on loopback: status, headers (lower-case names) and body (as sent: still
+    compressed if `gzip` asked for it)."""
+    accept = {"Accept-Encoding": "gzip"} if gzip else {}
+    request = urllib.request.Request(f"http://{LOOPBACK}:{port}{path}", headers=accept)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback)
+            headers = {name.lower(): value for name, value in answer.headers.items()}
+            return answer.status, headers, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {}, error.read()
+
+
+def health(port: int) -> dict[str, Any]:
+    """`/health`'s body (whichever worker answers)."""
+    _, _, body = get(port, "/health")
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+async def warm_paths(port: int, paths: Sequence[str], clients: int) -> dict[str, Any]:
+    """Request every path once, `clients` connections each taking the next path in turn."""
+    queue = iter(paths)
+    statuses: dict[int, int] = {}
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        try:
+            for path in queue:
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n\r\n".encode())
+                status = await read_response(reader)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return {"seconds": time.perf_counter() - started, "requests": len(paths), "statuses": statuses}
+
+
+def warm(port: int, paths: Sequence[str], clients: int, rounds: int = 1) -> dict[str, Any]:
+    """Warm the windows (each round on new connections, so that every worker gets some)."""
+    runs = [asyncio.run(warm_paths(port, paths, clients)) for _ in range(rounds)]
+    return {"rounds": runs, "seconds": sum(run["seconds"] for run in runs)}

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import databases, machine, servers, stats
-from bench.hot_read import ACCEPT_GZIP, get, process_tree_rss, warm
-from bench.http_load import run_load
+from bench.http_load import ACCEPT_GZIP, get, run_load, warm
 from bench.read_path import sample_markets
+from bench.servers import process_tree_rss
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 

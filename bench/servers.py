@@ -93,3 +93,25 @@ def resident_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def process_tree_rss(pid: int) -> dict[int, int]:
+    """RSS of a process and of its children (uvicorn's workers), bytes by pid."""
+    found = {pid: resident_bytes(pid)}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            found |= process_tree_rss(int(child))
+    return found
+
+
+def serving_rss(pid: int) -> int:
+    """The RSS of the processes that serve: uvicorn's workers if there are any (not its
+    supervisor nor multiprocessing's resource tracker), else `pid`."""
+    tree = process_tree_rss(pid)
+    workers = [
+        rss
+        for child, rss in tree.items()
+        if child != pid and b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+    return sum(workers) or tree[pid]

@@ -27,8 +27,7 @@ from typing import Any
 import psycopg
 
 from bench import databases, machine, servers, stats
-from bench.hot_read import ACCEPT_GZIP, health
-from bench.http_load import Tally, run_load
+from bench.http_load import ACCEPT_GZIP, Tally, health, run_load
 
 HEALTH_EVERY_SECONDS = 0.1
 

@@ -11,7 +11,7 @@ from collector.cycle import cycle_instant, run_cycle
 from collector.errors import log_failure
 from collector.service import resume_walk, serve, start_maintenance
 from collector.sources import build_source
-from collector.spool import SpoolInUse
+from collector.spool import SpoolUnusable
 from collector.store import Store
 from datatracker.database import create_pool, wait_for_database
 from datatracker.logs import configure_logging
@@ -82,7 +82,7 @@ def run(argv: list[str]) -> int:
     configure_logging(settings.log_level)
     try:
         return asyncio.run(main(settings, args))
-    except SpoolInUse as error:
+    except SpoolUnusable as error:  # SpoolInUse too
         log.error("%s", error)
         return 2
     except Exception as error:

@@ -18,7 +18,7 @@ from collector.maintenance import Maintenance
 from collector.sources import GRID_STEP, GridSource, PriceSource, TickGrid
 from collector.ticks import Tick
 from collector.writer import QUERIES, write_ticks
-from datatracker.instants import EPOCH
+from datatracker.instants import floor_to
 
 log = logging.getLogger("collector.backfill")
 
@@ -97,7 +97,7 @@ async def within_horizon(pool: AsyncConnectionPool, start: datetime) -> datetime
 
 def ceil_to_step(moment: datetime) -> datetime:
     """The first instant of the grid (a whole minute) at or after `moment`."""
-    floor = moment - (moment - EPOCH) % GRID_STEP
+    floor = floor_to(moment, GRID_STEP)
     return floor if floor == moment else floor + GRID_STEP
 
 

@@ -19,7 +19,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from collector import metrics
 from collector.cycle import log_written
@@ -57,9 +57,15 @@ class Backlog:
         # Cycles the spool could not take, oldest first, with their encoded sizes.
         self._held: deque[tuple[CycleReport, int]] = deque()
         self._held_bytes = 0
+        self._held_ticks = 0
         self._spool_failing = False
         self.evicted_ticks = 0  # since start, for tests and the log
         self.set_aside = 0
+
+    def held(self) -> tuple[int, int]:
+        """How many cycles, and ticks, the spool could not take and memory holds until the
+        database takes them (read by the metrics' thread: counts kept as they change)."""
+        return len(self._held), self._held_ticks
 
     @property
     def unreachable(self) -> bool:
@@ -101,10 +107,12 @@ class Backlog:
         size = len(encode_cycle(report))
         self._held.append((report, size))
         self._held_bytes += size
+        self._held_ticks += report.fetched
         cycles = ticks = 0
         while self._held_bytes > self._spool.max_bytes and len(self._held) > 1:
             dropped, dropped_size = self._held.popleft()
             self._held_bytes -= dropped_size
+            self._held_ticks -= dropped.fetched
             cycles, ticks = cycles + 1, ticks + dropped.fetched
         self._evicted(cycles, ticks)
 
@@ -206,6 +214,7 @@ class Backlog:
         if self._held and self._held[0][0] is report:
             self._held.popleft()
             self._held_bytes -= size
+            self._held_ticks -= report.fetched
         return True
 
     async def _written(self, report: CycleReport) -> None:
@@ -218,13 +227,39 @@ class Backlog:
 
     async def _set_aside(self, seq: int, body: bytes, error: Exception) -> None:
         """Keep a refused cycle aside in the spool, say so once with the traceback, and record
-        it in the database."""
+        it in the database. One the spool cannot take aside (its disk full or failing) is
+        recorded in the database only, and skipped: the cycles behind it flow on."""
         trace = storable("".join(traceback.format_exception(error)))
+        try:
+            await asyncio.to_thread(self._spool.set_aside, seq, describe(error), trace)
+        except SPOOL_ERRORS as spool_error:
+            self._spool_failed(spool_error)
+            await self._drop_refused(seq, body, error, trace)
+            return
         log.error("cycle set aside in the spool: %s", describe(error), exc_info=error)
-        await asyncio.to_thread(self._spool.set_aside, seq, describe(error), trace)
         self.set_aside += 1
         metrics.ended("set_aside")
         await self._record_set_aside()
+
+    async def _drop_refused(self, seq: int, body: bytes, error: Exception, trace: str) -> None:
+        """A refused cycle the spool cannot keep aside: recorded in set_aside_cycles (its ticks
+        are lost), said once with its traceback, and taken out of the queue."""
+        report = decode_cycle(body)  # it decoded for the write the database refused
+        log.error(
+            "cycle %s lost: the database refused it and the spool cannot keep it aside: %s",
+            report.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            describe(error),
+            exc_info=error,
+        )
+        metrics.ended("lost")
+        try:
+            await self._store.record_set_aside(
+                report, set_aside_at=datetime.now(UTC), error=describe(error), traceback=trace
+            )
+        except Exception as failure:  # the log line above is then the only record
+            log.warning("lost cycle not recorded in set_aside_cycles: %s", describe(failure))
+        with contextlib.suppress(*SPOOL_ERRORS):  # else skipped, deleted with the next one
+            await asyncio.to_thread(self._spool.remove, seq)
 
     async def _record_set_aside(self) -> None:
         """Copy cycles set aside into set_aside_cycles; what fails now is tried when caught up."""
@@ -264,6 +299,11 @@ class Backlog:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), RETRY_SECONDS)
+
+    def database_unreachable(self, error: BaseException) -> None:
+        """Note that other work (upkeep) found the database unreachable: said once, as the
+        writer says it, until a write succeeds again."""
+        self._went_down(error)
 
     def _went_down(self, error: BaseException) -> None:
         if self._down_since is not None:

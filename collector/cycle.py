@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
 from tenacity import (
     AsyncRetrying,
@@ -18,6 +18,7 @@ from collector.report import CycleReport, ExchangeOutcome
 from collector.sources import PriceSource
 from collector.store import Store
 from collector.ticks import Quote, normalise
+from datatracker.instants import floor_to
 
 log = logging.getLogger("collector")
 
@@ -29,18 +30,15 @@ BACKOFF = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
 def cycle_instant(now: datetime, interval_seconds: int) -> datetime:
     """The cycle under way at `now`: `now` floored to a multiple of the interval since the
     epoch. For a cycle run by hand; a scheduled one is filed by `scheduled_instant`."""
-    seconds = now.timestamp()
-    return datetime.fromtimestamp(seconds - seconds % interval_seconds, UTC)
+    return floor_to(now, timedelta(seconds=interval_seconds))
 
 
 def scheduled_instant(scheduled: datetime, interval_seconds: int) -> datetime:
     """The instant of a cycle the scheduler fired for `scheduled`: the multiple of the interval
     nearest to it. The clock when the job runs plays no part, so a job that runs early (a
     clock step) or late (a busy event loop) is filed under the instant it was scheduled for."""
-    micros = round(scheduled.timestamp() * 1_000_000)
-    step = interval_seconds * 1_000_000
-    nearest = (micros + step // 2) // step * step
-    return datetime.fromtimestamp(nearest // 1_000_000, UTC)
+    interval = timedelta(seconds=interval_seconds)
+    return floor_to(scheduled + interval / 2, interval)
 
 
 def backoff(state: RetryCallState) -> float:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from psycopg_pool import AsyncConnectionPool
 
 from collector.writer import QUERIES
+from datatracker.instants import floor_to
 from datatracker.settings import Settings
 from datatracker.storage import StorageMode
 
@@ -32,24 +33,18 @@ ROLL_UPS = {
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-def bucket_start(moment: datetime, width: timedelta) -> datetime:
-    """The start of the bucket of `width` holding `moment`. Buckets of 5 minutes and 1 hour
-    fall on the same boundaries from the Unix epoch as from TimescaleDB's origin (a Monday,
-    midnight)."""
-    seconds = moment.timestamp()
-    return datetime.fromtimestamp(seconds - seconds % width.total_seconds(), UTC)
-
-
 def whole_buckets(since: datetime, until: datetime, width: timedelta) -> tuple[datetime, datetime]:
     """The window of whole buckets of `width` from the one holding `since` to the last that
     ended by `until` (empty when start == end)."""
-    start, end = bucket_start(since, width), bucket_start(until, width)
+    # Buckets of 5 minutes and 1 hour fall on the same boundaries from the Unix epoch
+    # (floor_to) as from TimescaleDB's origin (a Monday, midnight).
+    start, end = floor_to(since, width), floor_to(until, width)
     return start, max(start, end)
 
 
 def bucket_end(until: datetime, width: timedelta) -> datetime:
     """The end of the last bucket of `width` holding a moment before `until`."""
-    return bucket_start(until - timedelta(microseconds=1), width) + width
+    return floor_to(until - timedelta(microseconds=1), width) + width
 
 
 def candle_updates(

@@ -124,6 +124,16 @@ class CollectorState(Collector):
             "Encoded bytes the spool holds, waiting and set aside (what SPOOL_MAX_MB bounds)",
             self._spool.bytes,
         )
+        held, held_ticks = self._backlog.held()
+        yield GaugeMetricFamily(
+            "datatracker_collector_held_cycles",
+            "Cycles the spool could not take (its disk full or failing), held in memory until"
+            " the database takes them",
+            held,
+        )
+        yield GaugeMetricFamily(
+            "datatracker_collector_held_ticks", "Ticks of the cycles held in memory", held_ticks
+        )
         yield GaugeMetricFamily(
             "datatracker_collector_set_aside_cycles",
             "Cycles the database refused, kept aside in the spool",
@@ -137,7 +147,7 @@ class CollectorState(Collector):
         yield GaugeMetricFamily(
             "datatracker_collector_writer_lag_seconds",
             "How far the newest committed cycle is behind the newest fetched (0: caught up)",
-            self._lag(waiting),
+            self._lag(waiting + held),
         )
         for name, help_text, value in (
             ("fetched", "Instant of the newest cycle fetched", INSTANTS.fetched),
@@ -149,8 +159,9 @@ class CollectorState(Collector):
                 )
 
     def _lag(self, waiting: int) -> float:
-        """0 with nothing waiting; else the newest fetched instant less the newest committed,
-        or, before this process committed any, the waiting cycles' intervals."""
+        """0 with nothing waiting (in the spool or held in memory); else the newest fetched
+        instant less the newest committed, or, before this process committed any, the waiting
+        cycles' intervals."""
         if not waiting:
             return 0.0
         if INSTANTS.fetched is not None and INSTANTS.committed is not None:

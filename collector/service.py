@@ -204,7 +204,7 @@ class Collector:
         try:
             maintenance = await self._ensure_maintenance()
         except UNREACHABLE as error:
-            log.warning("upkeep skipped: database unreachable (%s)", describe(error))
+            self.backlog.database_unreachable(error)
             return
         except Exception:
             log.exception("upkeep skipped: storage mode not detected")
@@ -225,13 +225,13 @@ class Collector:
             self._schedule_retention()
         return self._maintenance
 
-    @staticmethod
-    async def _step(failure: str, work: Awaitable[object]) -> None:
-        """Await `work`, logging its failure (with the traceback unless the database is gone)."""
+    async def _step(self, failure: str, work: Awaitable[object]) -> None:
+        """Await `work`, logging its failure with the traceback; a database gone is the
+        writer's one line each way (the next upkeep catches up), not one more per step."""
         try:
             await work
         except UNREACHABLE as error:
-            log.warning("%s: database unreachable (%s)", failure, describe(error))
+            self.backlog.database_unreachable(error)
         except Exception:
             log.exception(failure)
 

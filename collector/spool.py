@@ -13,7 +13,8 @@ whole one), and room is kept for the journal's copy of the pages a new cycle reu
 journal, kept between transactions so that a full disk cannot stop the deletes that free
 it, is cut back to JOURNAL_LIMIT_BYTES after each. One process at a time: a
 second collector on the same directory is refused (`SpoolInUse`), by a lock the kernel
-releases when the holder exits, however it exits.
+releases when the holder exits, however it exits. A directory that cannot hold the spool (not
+a directory, read-only, on a full disk) is refused as the spool opens (`SpoolUnusable`).
 
 Every method is a short blocking SQLite call: the async side runs them in a thread
 (`asyncio.to_thread`), never on the event loop, because an fsync can take milliseconds
@@ -21,6 +22,7 @@ to seconds on a busy disk. One connection is shared, so a lock serialises the ca
 """
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -150,8 +152,33 @@ def _outcome(at: datetime, spooled: SpooledOutcome) -> ExchangeOutcome:
     )
 
 
-class SpoolInUse(Exception):
+class SpoolUnusable(Exception):
+    """The spool's directory cannot hold the spool; the message says why, in one line."""
+
+
+class SpoolInUse(SpoolUnusable):
     """Another process holds the spool's lock."""
+
+
+# What an OSError's errno means for a spool directory, in the words an operator acts on.
+REASONS = {
+    errno.ENOSPC: "its disk is full",
+    errno.EDQUOT: "its disk quota is used up",
+    errno.EROFS: "it is on a read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EEXIST: "it is not a directory",
+    errno.ENOTDIR: "it is not a directory",
+}
+
+
+def unusable(directory: Path, error: OSError | sqlite3.Error) -> SpoolUnusable:
+    """The one-line refusal of `directory` for `error`."""
+    if isinstance(error, OSError):
+        reason = REASONS.get(error.errno or 0) or error.strerror or str(error)
+    else:
+        reason = str(error)  # SQLite's own words: "database or disk is full", ...
+    return SpoolUnusable(f"SPOOL_DIR {directory} cannot hold the spool: {reason}")
 
 
 def lock_spool(directory: Path) -> int:
@@ -197,14 +224,22 @@ class Spool:
     """Cycles waiting for the database, oldest first, in a SQLite file under `directory`."""
 
     def __init__(self, directory: Path, *, max_bytes: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = lock_spool(directory)
+        """Open (or make) the spool under `directory`; raise SpoolUnusable, saying why, if it
+        cannot be made, locked or written there, SpoolInUse if another process holds it."""
+        try:
+            directory.mkdir(parents=True, exist_ok=True)  # FileExistsError: not a directory
+            self._lock_fd = lock_spool(directory)
+        except OSError as error:
+            raise unusable(directory, error) from None
         self.path = directory / SPOOL_FILE
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._done: set[int] = set()  # committed to the database, not yet deleted here
         try:
             self._db = self._open()
+        except SPOOL_ERRORS as error:
+            os.close(self._lock_fd)
+            raise unusable(directory, error) from None
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -228,13 +263,17 @@ class Spool:
         # every commit is fsynced before it returns, so a cycle reported as kept survives a
         # power cut as well as a SIGKILL; at a commit or two per cycle that costs nothing
         # noticeable.
-        db.execute("PRAGMA journal_mode=PERSIST")
-        db.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT_BYTES}")
-        db.execute("PRAGMA synchronous=FULL")
-        # Debian's SQLite overwrites deleted content (secure_delete=1), which journals every
-        # page an eviction frees; the spool's cycles are prices, not secrets.
-        db.execute("PRAGMA secure_delete=OFF")
-        db.executescript(SCHEMA)
+        try:
+            db.execute("PRAGMA journal_mode=PERSIST")
+            db.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT_BYTES}")
+            db.execute("PRAGMA synchronous=FULL")
+            # Debian's SQLite overwrites deleted content (secure_delete=1), which journals every
+            # page an eviction frees; the spool's cycles are prices, not secrets.
+            db.execute("PRAGMA secure_delete=OFF")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def close(self) -> None:

@@ -15,3 +15,9 @@ def micros_of(moment: datetime) -> int:
 def instant(micros: int) -> datetime:
     """The UTC datetime `micros` microseconds after the epoch, exactly."""
     return EPOCH + micros * MICROSECOND
+
+
+def floor_to(moment: datetime, width: timedelta) -> datetime:
+    """The start, in UTC, of the span of `width` holding `moment`: `moment` floored to a
+    multiple of `width` since the epoch, exactly (a cycle's instant, a candle's bucket)."""
+    return EPOCH + (moment - EPOCH) // width * width

@@ -6,9 +6,11 @@ time of day, so these place them relative to the boundaries around the horizon.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import psycopg
+
+from datatracker.instants import floor_to
 
 CHUNK = timedelta(days=1)  # ticks' chunk interval (migration 0001)
 
@@ -25,8 +27,7 @@ class ChunkEdges:
 def chunk_edges(horizon: datetime) -> ChunkEdges:
     """Ticks in the two chunks that ended just before `horizon` (one at each edge of the later
     one), one a second into the chunk holding `horizon`, and one a day younger."""
-    seconds = horizon.timestamp()
-    boundary = datetime.fromtimestamp(seconds - seconds % CHUNK.total_seconds(), UTC)
+    boundary = floor_to(horizon, CHUNK)
     second = timedelta(seconds=1)
     ticks = [
         boundary - 1.5 * CHUNK,

@@ -12,12 +12,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.backfill import backfill
 from collector.bulk import copy_or_insert, register_markets
-from collector.maintenance import Maintenance, bucket_start
+from collector.maintenance import Maintenance
 from collector.sources import TickGrid
 from collector.sources.simulated import SimulatedSource
 from collector.ticks import Tick
 from collector.writer import write_ticks
 from datatracker.database import create_pool
+from datatracker.instants import floor_to
 from datatracker.storage import StorageMode
 from tests.integration.history import settings_for
 
@@ -219,8 +220,8 @@ async def test_the_candles_follow_the_backfill_grid_by_grid(
             assert 0 == await materialised_rows(database_url, view)
             ran_at = datetime.now(UTC)
             await run_refresh_policy(database_url, view)
-            last = min(bucket_start(END, width), bucket_start(ran_at - end_offset, width) - width)
-            buckets = (last - bucket_start(first, width)) / width + 1
+            last = min(floor_to(END, width), floor_to(ran_at - end_offset, width) - width)
+            buckets = (last - floor_to(first, width)) / width + 1
             assert MARKETS * buckets == await materialised_rows(database_url, view)
 
 

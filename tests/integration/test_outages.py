@@ -2,6 +2,7 @@
 the API says 503."""
 
 import asyncio
+import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ import pytest
 from collector.backlog import Backlog
 from collector.cycle import fetch_cycle
 from collector.maintenance import Maintenance
+from collector.service import Collector
 from collector.sources.simulated import SimulatedSource
 from collector.spool import Spool
 from collector.store import Store
@@ -302,3 +304,46 @@ async def test_candles_a_roll_up_missed_are_caught_up_by_the_next(
 
     cursor = await conn.execute("SELECT bucket FROM candles_5m GROUP BY bucket ORDER BY bucket")
     assert [(first,), (second,)] == await cursor.fetchall()
+
+
+async def test_a_database_gone_during_upkeep_is_one_line_each_way(
+    proxy: TcpProxy,
+    proxied_pool: CircuitPool,
+    database_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database going away while the candles and the ranking are brought up to date is
+    said once, by the writer's `database unreachable`, and once back, by its `reachable
+    again`: no line more per upkeep step that found it gone."""
+    settings = load_settings(_env_file=None, database_url=database_url, gap_fill_max_hours=0)
+    source = SimulatedSource(["kraken"], pairs_per_exchange=2, seed=4)
+    spool = Spool(tmp_path, max_bytes=2**20)
+    collector = Collector(settings, source, proxied_pool, spool)
+    caplog.set_level(logging.INFO, logger="collector")
+    await collector.upkeep(AT, AT)  # the storage mode, while the database answers
+    await collector.wait_for_fills()
+    await proxy.cut()
+    for _ in range(3):
+        await collector.upkeep(AT, AT + MINUTE)
+    await proxy.restore()
+    await collector.backlog.keep(await fetch_cycle(source, AT + MINUTE, timeout_seconds=5))
+    collector.backlog.start()
+
+    async def written() -> bool:
+        return "ticks written" in caplog.text
+
+    try:
+        await until(written, 30, "the cycle written")
+    finally:
+        await collector.backlog.stop(asyncio.get_running_loop().time() + 5)
+        spool.close()
+
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "collector" and r.levelno >= logging.WARNING
+    ]
+    assert 2 == len(said), said
+    assert said[0].startswith("database unreachable (")
+    assert said[1].startswith("database reachable again after ")

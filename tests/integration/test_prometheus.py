@@ -236,6 +236,8 @@ SERIES = {
     "datatracker_collector_spool_ticks": lambda v: 0 <= v[0] <= 2 * 6,
     "datatracker_collector_spool_bytes": lambda v: v[0] >= 0,
     "datatracker_collector_set_aside_cycles": lambda v: v == [0],
+    "datatracker_collector_held_cycles": lambda v: v == [0],
+    "datatracker_collector_held_ticks": lambda v: v == [0],
     "datatracker_collector_database_up": lambda v: v == [1],
     "datatracker_collector_writer_lag_seconds": lambda v: 0 <= v[0] <= 2,
     # Instants up to one ahead at 1 s cycles, as above.

@@ -6,7 +6,6 @@ The collector logs in as `collector` (group tracker_writer), the API as `api` an
 
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,12 +15,12 @@ import pytest
 from collector.ticks import Tick
 from collector.writer import write_ticks
 from tests.api_server import serve_api
+from tests.commands import run_python
 from tests.integration.comparing import mismatches
 from tests.integration.history import api_settings, refresh_candles
 from tests.integration.privileges import refused
 from tests.integration.retention import chunk_edges, run_jobs
 
-ROOT = Path(__file__).resolve().parents[2]
 PAIRS = 5
 # What the collector may not do to stored data: horizons of its own, drop_chunks, DELETE,
 # UPDATE, TRUNCATE, DDL, the stored settings.
@@ -63,17 +62,8 @@ def run_collector(
         "PRICE_SOURCE": "simulated",
         "SUPPORTED_EXCHANGES": "kraken,binance",
         "SIMULATED_PAIRS_PER_EXCHANGE": str(PAIRS),
-        "PYTHONPATH": str(ROOT),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "collector", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_python(["-m", "collector", *args], workdir, env, timeout=300)
 
 
 @pytest.mark.slow

@@ -199,6 +199,7 @@ def test_the_service_dashboard_charts_every_series_the_issue_names() -> None:
         "datatracker_collector_write_seconds_bucket",
         "datatracker_collector_writer_lag_seconds",
         "datatracker_collector_spool_cycles",
+        "datatracker_collector_held_cycles",
         "datatracker_collector_spool_bytes",
         "datatracker_collector_set_aside_cycles",
         "datatracker_api_request_duration_seconds_count",

@@ -1,14 +1,12 @@
 """Settings: read once from the environment, with one clear line for a bad value."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from datatracker.settings import SettingsError, load_settings
-from tests.commands import COMMANDS
+from tests.commands import COMMANDS, run_python
 
 URL = "postgresql://user:secret@db.invalid:5432/tracker"
 
@@ -84,17 +82,7 @@ def test_every_command_stops_with_one_line_and_no_traceback(
 ) -> None:
     """A bad setting stops every command at start with exactly one line on stderr."""
     value, complaint = BAD_SETTINGS[name]
-    env = {"PATH": os.environ["PATH"], "DATABASE_URL": URL, name: value}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    result = subprocess.run(
-        [sys.executable, *COMMANDS[command]],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(COMMANDS[command], tmp_path, {"DATABASE_URL": URL, name: value})
     assert 1 == result.returncode
     assert "" == result.stdout
     assert [f"configuration error: {name}: {complaint}"] == result.stderr.splitlines()

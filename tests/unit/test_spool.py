@@ -15,6 +15,7 @@ from collector.spool import (
     Evicted,
     Spool,
     SpoolInUse,
+    SpoolUnusable,
     decode_cycle,
     encode_cycle,
 )
@@ -166,3 +167,14 @@ def test_a_second_spool_on_the_same_directory_is_refused(tmp_path: Path) -> None
 
     assert f"pid {os.getpid()}" in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_a_file_in_the_way_of_the_spool_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A SPOOL_DIR that is a file is refused with SpoolUnusable, naming it and why."""
+    (tmp_path / "spool").write_text("")
+    with pytest.raises(SpoolUnusable) as refused:
+        Spool(tmp_path / "spool", max_bytes=2**20)
+
+    assert f"SPOOL_DIR {tmp_path / 'spool'} cannot hold the spool: it is not a directory" == str(
+        refused.value
+    )
