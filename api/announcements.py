@@ -4,7 +4,9 @@ PostgreSQL lets any role that can connect NOTIFY any channel, with any payload u
 bytes, so a payload proves nothing about who sent it or what changed. The API treats it as a
 hint to read the database again, never as data: what it serves always comes from the tables,
 which the readers cannot change. The triggers of migrations 0001, 0004 and 0005 send exactly
-`ticks`, `ticks <first µs>/<last µs>`, `ranking` and `markets`. Anything else is malformed and
+`ticks`, `ticks <first µs>/<last µs>`, `ranking` and `markets`; apply_retention() (migration
+0008) sends `storage` when it dropped chunks of ticks, which the API follows by reading
+ticks_storage() as it does every half second anyway. Anything else is malformed and
 read as a change to everything (every kept value dropped, the markets and the ranking read
 again); a `ticks` span that is not two sane instants as a write to ticks that names no span
 (every window dropped). Either costs the API some reading, never a wrong answer.
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 TICKS = "ticks"
 RANKING = "ranking"
 MARKETS = "markets"
-# Not a payload: the listener saw chunks of ticks dropped or compressed (api/cache.py).
+# Chunks of ticks dropped (apply_retention(): migration 0008), or seen dropped or compressed
+# by the listener's own check (api/cache.py).
 STORAGE = "storage"
 # Any payload that is none of the triggers': handled as a change to everything.
 UNKNOWN = "unknown"
@@ -52,7 +55,7 @@ class Announcement:
 def parse(payload: str, now_us: int, retention_us: int) -> Announcement:
     """What `payload` announces, judged at `now_us` against the raw retention: a span must
     run forward and lie between the retention horizon and a day ahead."""
-    if payload in (TICKS, RANKING, MARKETS):
+    if payload in (TICKS, RANKING, MARKETS, STORAGE):
         return Announcement(payload)
     if len(payload) > _LONGEST or not (match := _TICKS_SPAN.fullmatch(payload)):
         return Announcement(UNKNOWN, malformed=True)

@@ -10,16 +10,19 @@ carry its own deadline: a pair's prices go stale without any write when the olde
 
 Chunks dropped or compressed (drop_chunks, TimescaleDB's retention and compression policies)
 fire no trigger: the listener reads `ticks_storage()` at each check of its connection, every
-CHECK_SECONDS, and follows what changed (api/windows.py: a compression changes nothing).
+CHECK_SECONDS, at each full sync round (a drop committed before a request is then seen by
+it), and when apply_retention() announces `storage`; it follows what changed (api/windows.py:
+a compression changes nothing, a chunk dropped wholly before the 24 hours neither).
 
 The cache keeps values only while its listening connection answers: a value kept across a
 lost connection could outlive a change announced while nobody listened. A connection that
 stops answering without closing (a frozen server process, a silent network) stops values
 being served TRUSTED_SECONDS after its last answer at the latest.
 
-A request answered from the price windows first waits for a sync round of the listener
-(`synced`): every commit visible before the request came has then been announced and read
-(api/freshness.py). Requests that come while a round runs share the next one.
+A request answered from the price windows, or with a kept value (`get_synced`), first waits
+for a sync round of the listener (`synced`): every commit visible before the request came has
+then been announced and read (api/freshness.py). Requests that come while a round runs share
+the next one.
 """
 
 import asyncio
@@ -45,6 +48,7 @@ T = TypeVar("T")
 # (tables rankings and rankings_window). A value says which of them it was read from.
 TICKS = announcements.TICKS
 RANKING = announcements.RANKING
+STORAGE = announcements.STORAGE
 SOURCES = (TICKS, RANKING)
 # Between notifications the listener checks its connection (and the chunks of ticks) this
 # often, and gives a check this long to answer; values are served only while the last answer
@@ -135,6 +139,13 @@ class ResponseCache:
         if not self._trusted():
             return None
         return entry.value if isinstance(entry.value, kind) else None
+
+    async def get_synced(self, key: Hashable, kind: type[T]) -> T | None:
+        """The value `get` gives once a sync round has shown that no change committed before
+        this call concerns it (`synced`); None when not kept, or when no round came in time."""
+        if self.get(key, kind) is None or not await self.synced():
+            return None
+        return self.get(key, kind)
 
     def put(
         self, key: Hashable, value: object, size: int, token: Token, fresh_for: float = math.inf
@@ -286,31 +297,42 @@ class ResponseCache:
         """A sync round if requests wait for one, then read what the announcements received
         and the chunks of ticks say changed; True when every window must be loaded again."""
         windows = self.windows
-        if waiters:
-            await self._sync(conn)
+        # A full round reads the chunks too: a drop committed before it fires no trigger.
+        read_storage = await self._sync(conn) if waiters else False
         payloads, self._inbox = self._inbox, []
         changes = []
         for payload in payloads:
             change = announcements.parse(payload, now_micros(), windows.retention_us)
             if change.malformed:
                 self._complaints.malformed(payload)
+            if change.source == STORAGE:  # apply_retention() dropped chunks: read them below
+                read_storage = True
+                metrics.announced(change.source)
+                continue
             changes.append(change)
             self.changed(change.source)
             windows.announce(change.source)
         reload = False
-        if time.monotonic() - self._checked_at >= CHECK_SECONDS:
-            now = await self._check(conn)
-            self._checked_at = time.monotonic()
-            if now != self._storage:  # chunks added, dropped, compressed or decompressed
-                if chunk_ids(self._storage) - chunk_ids(now):  # dropped
-                    self.changed(TICKS)
-                reload = await windows.chunks_changed(conn, self._storage, now, now_micros())
-                self._storage = now
+        if read_storage or time.monotonic() - self._checked_at >= CHECK_SECONDS:
+            reload = await self._follow_storage(conn)
         for change in changes:
             reload |= await windows.apply(conn, change, now_micros())
             metrics.announced(change.source)
         if changes or reload:
             heap.trim()
+        return reload
+
+    async def _follow_storage(self, conn: psycopg.AsyncConnection) -> bool:
+        """Read ticks_storage() and follow what changed since the last read (chunks added,
+        dropped, compressed or decompressed); True when every window must be loaded again."""
+        now = await self._check(conn)
+        self._checked_at = time.monotonic()
+        if now == self._storage:
+            return False
+        if chunk_ids(self._storage) - chunk_ids(now):  # dropped
+            self.changed(TICKS)
+        reload = await self.windows.chunks_changed(conn, self._storage, now, now_micros())
+        self._storage = now
         return reload
 
     async def _idle(self, conn: psycopg.AsyncConnection, seconds: float) -> None:
@@ -337,14 +359,18 @@ class ResponseCache:
             if notify.relname == CHANNEL:
                 self._inbox.append(notify.extra.decode("utf-8", "replace"))
 
-    async def _sync(self, conn: psycopg.AsyncConnection) -> None:
+    async def _sync(self, conn: psycopg.AsyncConnection) -> bool:
         """A sync round (api/freshness.py): afterwards every commit made before it began has
-        been announced, its payload in the inbox."""
+        been announced, its payload in the inbox. True when it was a full round (something
+        was committed since the last: maybe a chunk dropped, which no trigger announces)."""
         row = await self._ask(conn, QUERIES["sync_snapshot"])
         now = parse_snapshot(row[0])
-        if self._synced is None or not nothing_completed_since(self._synced, self._synced_xid, now):
-            row = await self._ask(conn, QUERIES["sync_notify"])
-            self._synced, self._synced_xid = parse_snapshot(row[0]), int(row[1])
+        synced = self._synced
+        if synced is not None and nothing_completed_since(synced, self._synced_xid, now):
+            return False
+        row = await self._ask(conn, QUERIES["sync_notify"])
+        self._synced, self._synced_xid = parse_snapshot(row[0]), int(row[1])
+        return True
 
     async def _ask(self, conn: psycopg.AsyncConnection, query: LiteralString) -> tuple[Any, ...]:
         """The first row of a query on the listener's connection, within ANSWER_SECONDS."""

@@ -9,11 +9,13 @@ WHERE exchange = %(exchange)s AND symbol = %(symbol)s;
 SELECT EXISTS (SELECT FROM markets WHERE exchange = %(exchange)s) AS known;
 
 -- name: market_rank
--- A market's place in the stored ranking by cv: (rank, ranked), rank NULL when it is not
--- ranked (fewer than two ticks in the window, or new since the last refresh), ranked the
--- number of ranked pairs.
+-- A market's place in the stored ranking by cv: (rank, ranked, as_of), rank NULL when it is
+-- not ranked (fewer than two ticks in the window, or new since the last refresh), ranked the
+-- number of ranked pairs, as_of the end of the ranking's 24-hour window in µs since the epoch
+-- (NULL before the first refresh).
 SELECT (SELECT rank_cv FROM rankings WHERE market_id = %(market_id)s) AS rank,
-       coalesce((SELECT ranked FROM rankings_window), 0) AS ranked;
+       coalesce((SELECT ranked FROM rankings_window), 0) AS ranked,
+       (SELECT (extract(epoch FROM window_end) * 1000000)::int8 FROM rankings_window) AS as_of;
 
 -- name: health
 -- What /health reports of the data: the newest tick's time and age in seconds (NULLs when there

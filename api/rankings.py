@@ -47,7 +47,7 @@ async def rankings(
     exchange = exchange if exchange is None else exchange_named(exchange)
     cache: ResponseCache = state.cache
     key = ("rankings", by, exchange, limit, offset)
-    if (body := cache.get(key, bytes)) is not None:
+    if (body := await cache.get_synced(key, bytes)) is not None:
         return body
     token = cache.token(RANKING)
     async with state.pool.connection() as conn:

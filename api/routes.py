@@ -125,8 +125,8 @@ async def price_history(
 
     Each answer carries an `ETag` (a `304` answers an `If-None-Match` that names it),
     `Last-Modified` (its newest price's time) and `Cache-Control: max-age`: once the current
-    collection cycle is in the answer, up to the next one (or sooner if a price leaves the
-    24-hour window before then); until it is, 1 second."""
+    collection cycle is in the answer and in the ranking, up to the next one (or sooner if a
+    price leaves the 24-hour window before then); until it is, 1 second."""
     exchange, symbol = exchange_named(exchange), normalise_symbol_query(symbol)
     cache: ResponseCache = state.cache
     now = now_micros()
@@ -142,7 +142,7 @@ async def price_history(
     answer = cache.windows.answer(window, lo, hi, place)
     accept_encoding, if_none_match = conditions(scope)
     gzipped = accepts_gzip(accept_encoding)
-    max_age = fresh_seconds(window, lo, hi, now, state.settings)
+    max_age = fresh_seconds(window, lo, hi, now, state.settings, place.as_of)
     headers = [
         (b"etag", answer.gzip_etag if gzipped else answer.etag),
         (b"last-modified", answer.last_modified),
@@ -190,22 +190,25 @@ async def read_window(
             place = windows.place(market_id)
         else:
             cursor = await conn.execute(QUERIES["market_rank"], {"market_id": market_id})
-            place = Place(*(await cursor.fetchone() or (None, 0)))
+            place = Place(*(await cursor.fetchone() or (None, 0, None)))
     window = Window(market_id, exchange, symbol, array("q", times), array("d", prices))
     if trusted:
         windows.admit(window, version)
     return window, place
 
 
-def fresh_seconds(window: Window, lo: int, hi: int, now: int, settings: Settings) -> int:
-    """Whole seconds the answer stays right: once the cycle of the current instant is in it,
-    until the next cycle's instant, the oldest price leaving the window or a price stamped
-    ahead of now entering it; before that (the cycle is being fetched or written, or missed
-    this pair) UNSETTLED_MAX_AGE, so a cache asks again soon and shows the cycle once
-    committed."""
+def fresh_seconds(
+    window: Window, lo: int, hi: int, now: int, settings: Settings, ranked_as_of: int | None
+) -> int:
+    """Whole seconds the answer stays right: once the cycle of the current instant is in it
+    and in the stored ranking (`ranked_as_of`, its end, µs), until the next cycle's instant,
+    the oldest price leaving the window or a price stamped ahead of now entering it; before
+    that (the cycle is being fetched or written, missed this pair, or is not ranked yet: the
+    collector refreshes the ranking after the ticks commit) UNSETTLED_MAX_AGE, so a cache
+    asks again soon and shows the cycle and its rank once committed."""
     interval = settings.collect_interval_seconds * US_PER_SECOND
     current = now - now % interval
-    if window.times[hi - 1] < current:
+    if window.times[hi - 1] < current or ranked_as_of is None or ranked_as_of < current:
         return UNSETTLED_MAX_AGE
     until = min(current + interval, window.times[lo] + DAY_US)
     if hi < len(window.times):

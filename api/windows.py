@@ -30,7 +30,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
@@ -80,10 +80,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    """A pair's place in the stored ranking: `rank` (None if not ranked) of `ranked`."""
+    """A pair's place in the stored ranking: `rank` (None if not ranked) of `ranked`, in the
+    ranking over the 24 hours up to `as_of` (µs since the epoch; None before the first)."""
 
     rank: int | None
     ranked: int
+    # Not part of what an answer says (its body and ETag): an answer built for the same place
+    # in an earlier ranking stays the same answer.
+    as_of: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,10 +512,9 @@ class PriceWindows:
         cursor = await conn.execute(QUERIES["ranks"], binary=True)
         ranks = await cursor.fetchall()
         cursor = await conn.execute(QUERIES["ranked"])
-        row = await cursor.fetchone()
-        ranked = int(row[0]) if row else 0
-        self._places = {market_id: Place(rank, ranked) for market_id, rank in ranks}
-        self._unranked = Place(None, ranked)
+        ranked, as_of = await cursor.fetchone() or (0, None)
+        self._places = {market_id: Place(rank, ranked, as_of) for market_id, rank in ranks}
+        self._unranked = Place(None, ranked, as_of)
 
 
 def chunk_ids(storage: str) -> set[int]:

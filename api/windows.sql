@@ -86,8 +86,10 @@ SELECT id, exchange, symbol FROM markets;
 SELECT market_id, rank_cv FROM rankings;
 
 -- name: ranked
--- How many pairs the stored ranking ranks: (ranked).
-SELECT coalesce((SELECT ranked FROM rankings_window), 0) AS ranked;
+-- How many pairs the stored ranking ranks and the end of its 24-hour window in µs since the
+-- epoch: (ranked, as_of), as_of NULL before the first refresh.
+SELECT coalesce((SELECT ranked FROM rankings_window), 0) AS ranked,
+       (SELECT (extract(epoch FROM window_end) * 1000000)::int8 FROM rankings_window) AS as_of;
 
 -- name: raw_retention
 -- How long ticks are kept, in µs: (raw_retention).

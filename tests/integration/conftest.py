@@ -18,6 +18,7 @@ from tests.integration.history import (
     simulated_history,
     write_history,
 )
+from tests.integration.test_prices_hot import pairs, until_loaded
 from tests.tcp_proxy import TcpProxy
 
 
@@ -36,6 +37,17 @@ async def history(database_url: str, collector_url: str) -> str:
 async def history_api(history: str, api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The API over HTTP, as the role `api`, reading the database with the simulated history."""
     async with serve_api(settings_for(api_url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def loaded_api(history: str, api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with its default settings (price windows and response cache), as the role
+    `api`, over the simulated history, once every pair's window is held (the first bulk
+    load)."""
+    async with serve_api(load_settings(_env_file=None, database_url=api_url)) as client:
+        await until_cache_listens(client)
+        await until_loaded(client, len(await pairs(history)), loads=1)
         yield client
 
 

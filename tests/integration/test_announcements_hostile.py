@@ -47,6 +47,7 @@ def hostile_payloads(rng: random.Random, now: datetime) -> list[str]:
         "ticks",
         "ranking",
         "markets",
+        "storage",  # apply_retention()'s: the API reads ticks_storage() again
         "ticks -1/1",
         "ticks 1_000/2_000",
         "ticks \u0661/\u0662",

@@ -5,32 +5,20 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import httpx
 import psycopg
-import pytest
 
 from collector.ticks import Tick
 from collector.writer import TickWriter
-from tests.api_server import serve_api, until_cache_listens
 from tests.integration.history import HISTORY_END
-from tests.integration.test_prices_hot import hot_settings, pairs, until_loaded
+from tests.integration.test_prices_hot import pairs
 from tests.integration.test_response_cache_changes import listener_pid
 
 CYCLES = 150
 # How long the listener's server process is held stopped across a commit.
 STOPPED_SECONDS = 0.3
-
-
-@pytest.fixture
-async def hot_api(history: str, api_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The API with its windows, once every pair's is loaded."""
-    async with serve_api(hot_settings(api_url)) as client:
-        await until_cache_listens(client)
-        await until_loaded(client, len(await pairs(history)), loads=1)
-        yield client
 
 
 async def commit_cycle(
@@ -59,7 +47,7 @@ async def newest(api: httpx.AsyncClient, exchange: str, symbol: str) -> datetime
 
 
 async def test_every_answer_after_a_visible_commit_includes_it(
-    hot_api: httpx.AsyncClient, history: str, collector_url: str
+    loaded_api: httpx.AsyncClient, history: str, collector_url: str
 ) -> None:
     """150 cycles back to back: after each commit, as soon as another connection sees it, a
     request for one pair (each in turn) shows that cycle's instant."""
@@ -74,14 +62,14 @@ async def test_every_answer_after_a_visible_commit_includes_it(
             await commit_cycle(collector, names, at, 1000.0 + cycle)
             await until_visible(observer, at)
             exchange, symbol = names[cycle % len(names)]
-            served = await newest(hot_api, exchange, symbol)
+            served = await newest(loaded_api, exchange, symbol)
             if served != at:
                 stale.append(f"cycle {cycle}: {served} instead of {at}")
     assert [] == stale
 
 
 async def test_an_announcement_delivered_late_is_waited_for(
-    hot_api: httpx.AsyncClient, history: str, collector_url: str
+    loaded_api: httpx.AsyncClient, history: str, collector_url: str
 ) -> None:
     """With the listener's server process stopped across a commit (as a busy machine may leave
     it unscheduled), a request made once the commit is visible waits for the announcement
@@ -99,14 +87,14 @@ async def test_an_announcement_delivered_late_is_waited_for(
                 STOPPED_SECONDS, os.kill, pid, signal.SIGCONT
             )
             began = time.monotonic()
-            served = await newest(hot_api, exchange, symbol)
+            served = await newest(loaded_api, exchange, symbol)
             waited = time.monotonic() - began
         finally:
             os.kill(pid, signal.SIGCONT)
         resume.cancel()
         assert at == served
         assert waited >= STOPPED_SECONDS * 0.9  # answered after the process ran again
-        assert (len(names), 1) == await held_and_loads(hot_api)
+        assert (len(names), 1) == await held_and_loads(loaded_api)
 
 
 async def held_and_loads(api: httpx.AsyncClient) -> tuple[int, int]:

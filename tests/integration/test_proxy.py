@@ -25,6 +25,8 @@ import yaml
 
 from api.routes import accepts_gzip
 from tests.api_server import api_process
+from tests.integration.history import refresh_rankings
+from tests.integration.test_prices_fresh import commit_cycle
 from tests.integration.test_prices_hot import STDDEV_SAMP, pairs, write_cycle
 from tests.nginx_proxy import ROOT, Proxy, nginx, nginx_proxy
 
@@ -161,6 +163,7 @@ async def test_a_cycle_is_served_through_the_proxy_within_the_bound_after_its_co
                 assert "HIT" == (await fetch(client, path, accept)).cache_status
             await write_cycle(collector_url, instant, price)
             committed = time.monotonic()
+            await refresh_rankings(history)  # as the collector does after each cycle
             for accept in ("gzip", "identity"):
                 while (await fetch(client, path, accept)).newest != (price, instant):
                     assert time.monotonic() - committed < BOUND_SECONDS
@@ -181,6 +184,7 @@ async def test_a_settled_answer_is_cached_until_the_next_instant_then_renewed_by
     async with httpx.AsyncClient(base_url=hosts.proxy.url, timeout=10) as client:
         instant = await after_next_instant()
         await write_cycle(collector_url, instant, 6000.0)
+        await refresh_rankings(history)  # the cycle is settled once it is ranked too
         first = await fetch(client, path)
         while first.newest != (6000.0, instant):
             first = await fetch(client, path)
@@ -217,6 +221,33 @@ async def test_a_settled_answer_is_cached_until_the_next_instant_then_renewed_by
     assert "304" == upstream_lines(hosts.proxy, path)[-2][2]
     assert (304, "max-age=1") == (host.status_code, host.headers["cache-control"])
     assert ("REVALIDATED", first.raw) == (again.cache_status, again.raw)
+
+
+async def test_the_rank_a_proxy_serves_follows_the_ranking_refresh_within_the_bound(
+    hosts: Hosts, history: str, collector_url: str
+) -> None:
+    """The collector stores the ranking after a cycle's ticks commit. Until it has, an answer
+    holding the cycle is marked fresh for 1 s only, so once the refresh commits a client gets
+    the pair's new rank through the proxy within BOUND_SECONDS, not at the next instant."""
+    async with httpx.AsyncClient(base_url=hosts.proxy.url, timeout=10) as client:
+        ranking = (await client.get("/rankings", params={"limit": 1000})).json()
+        last = ranking["rankings"][-1]  # the least volatile pair: a huge price ranks it first
+        path, spike = f"/prices/{last['exchange']}/{last['symbol']}", 1e6
+        instant = await after_next_instant()
+        async with await psycopg.AsyncConnection.connect(collector_url) as collector:
+            await commit_cycle(collector, [(last["exchange"], last["symbol"])], instant, spike)
+        committed = time.monotonic()
+        while (answer := await fetch(client, path)).newest != (spike, instant):
+            assert time.monotonic() - committed < BOUND_SECONDS
+            await asyncio.sleep(0.05)
+        assert last["rank"] == json.loads(answer.body)["rank"]  # the ranking before the cycle
+        await refresh_rankings(history)
+        refreshed = time.monotonic()
+        while json.loads((await fetch(client, path)).body)["rank"] != 1:
+            assert time.monotonic() - refreshed < BOUND_SECONDS
+            await asyncio.sleep(0.05)
+    marked = [line[5] for line in upstream_lines(hosts.proxy, path)]
+    assert "max-age=1" in marked  # the answers holding the cycle but not yet its rank
 
 
 def sql_prices(history: str, path: str) -> tuple[list[tuple[datetime, float]], float]:

@@ -1,7 +1,11 @@
 """The volatility ranking: equal to /prices' statistics, ordered, paged, filtered, validated,
 and stored once per cycle (the API reads the stored one)."""
 
+import asyncio
 import math
+import os
+import signal
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +25,7 @@ from tests.integration.history import (
     refresh_candles,
     refresh_rankings,
 )
+from tests.integration.test_prices_fresh import STOPPED_SECONDS, listener_pid_of
 
 RAW_STATS = """
     SELECT m.exchange, m.symbol, count(*), stddev_samp(t.price), min(t.price), max(t.price),
@@ -166,3 +171,28 @@ async def test_a_refresh_replaces_the_previous_ranking_entirely(database_url: st
     assert (["nowusd"], 1) == ([r["symbol"] for r in later["rankings"]], later["ranked"])
     assert later["as_of"] > earlier["as_of"]
     assert 404 == prices
+
+
+async def test_a_kept_page_is_not_served_once_a_refresh_is_visible(
+    loaded_api: httpx.AsyncClient, history: str, collector_url: str
+) -> None:
+    """With the listener's server process stopped across a ranking refresh (as a busy machine
+    may leave it unscheduled), a /rankings request made once the refresh is committed waits
+    for its announcement and answers the new ranking, not the page it kept."""
+    kept = (await loaded_api.get("/rankings")).json()  # read from SQL, and kept
+    pid = await listener_pid_of(history)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        async with await psycopg.AsyncConnection.connect(collector_url, autocommit=True) as conn:
+            await conn.execute("SELECT refresh_rankings()")
+        resume = asyncio.get_running_loop().call_later(
+            STOPPED_SECONDS, os.kill, pid, signal.SIGCONT
+        )
+        began = time.monotonic()
+        answered = (await loaded_api.get("/rankings")).json()
+        waited = time.monotonic() - began
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resume.cancel()
+    assert answered["as_of"] > kept["as_of"]
+    assert waited >= STOPPED_SECONDS * 0.9  # answered after the process ran again

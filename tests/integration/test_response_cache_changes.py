@@ -118,24 +118,6 @@ async def test_a_pair_whose_every_chunk_is_dropped_is_404(
     assert 404 == await eventually(api, 404, within=1.0)
 
 
-async def test_chunks_dropped_by_apply_retention_are_seen(
-    api: httpx.AsyncClient,
-    conn: psycopg.AsyncConnection,
-    collector_url: str,
-    now: datetime,
-) -> None:
-    """The collector's apply_retention() (the Apache edition's retention) clears the cache."""
-    await write_ticks(
-        conn, [btc(now - timedelta(days=10), 90.0), btc(now - timedelta(minutes=2), 100.0)]
-    )
-    await keep_unannounced(api, conn, btc(now - timedelta(minutes=1), 101.0), [100.0])
-    async with await psycopg.AsyncConnection.connect(collector_url, autocommit=True) as collector:
-        dropped = await (await collector.execute("SELECT apply_retention()")).fetchone()
-
-    assert (1,) == dropped
-    assert [100.0, 101.0] == await eventually(api, [100.0, 101.0], within=1.0)
-
-
 @pytest.mark.edition("timescale")
 async def test_chunks_dropped_by_the_retention_policy_are_seen(
     api: httpx.AsyncClient, conn: psycopg.AsyncConnection, now: datetime

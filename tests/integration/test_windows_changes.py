@@ -3,7 +3,6 @@ stored prices without being dropped and loaded again, and every answer stays the
 gives, byte for byte; only what cannot be understood reloads everything, in bulk."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,18 +12,8 @@ import pytest
 from api.cache import CHECK_SECONDS
 from collector.ticks import Tick
 from collector.writer import TickWriter
-from tests.api_server import serve_api, until_cache_listens
 from tests.integration.history import HISTORY_END, HISTORY_START
-from tests.integration.test_prices_hot import hot_settings, pairs, until_loaded
-
-
-@pytest.fixture
-async def hot_api(history: str, api_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The API with its windows, once every pair's is loaded (the first bulk load)."""
-    async with serve_api(hot_settings(api_url)) as client:
-        await until_cache_listens(client)
-        await until_loaded(client, len(await pairs(history)), loads=1)
-        yield client
+from tests.integration.test_prices_hot import pairs, until_loaded
 
 
 async def answers(api: httpx.AsyncClient, names: list[tuple[str, str]]) -> dict[str, object]:
@@ -72,30 +61,30 @@ async def write_as_collector(collector_url: str, ticks: list[Tick]) -> None:
 
 @pytest.mark.edition("timescale")
 async def test_compressing_and_decompressing_a_chunk_drops_nothing(
-    hot_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str
+    loaded_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str
 ) -> None:
     """compress_chunk and decompress_chunk (as the owner) change no value: every window is
     still held, none loaded again, no answer rebuilt (same ETags), all as SQL."""
     names = await pairs(history)
-    before = await assert_as_sql(hot_api, history_api, names)
+    before = await assert_as_sql(loaded_api, history_api, names)
     async with await psycopg.AsyncConnection.connect(history, autocommit=True) as owner:
         await owner.execute(
             "SELECT compress_chunk(c) FROM show_chunks('ticks', older_than => %s) AS c",
             [HISTORY_END],
         )
         await after_a_check()
-        assert before == await assert_as_sql(hot_api, history_api, names)
+        assert before == await assert_as_sql(loaded_api, history_api, names)
         await owner.execute(
             "SELECT decompress_chunk(c) FROM show_chunks('ticks', older_than => %s) AS c",
             [HISTORY_END],
         )
         await after_a_check()
-    assert before == await assert_as_sql(hot_api, history_api, names)
-    assert (len(names), 1) == await held(hot_api)
+    assert before == await assert_as_sql(loaded_api, history_api, names)
+    assert (len(names), 1) == await held(loaded_api)
 
 
 async def test_a_chunk_dropped_wholly_before_the_window_changes_nothing(
-    hot_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str, collector_url: str
+    loaded_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str, collector_url: str
 ) -> None:
     """A chunk of ticks three days old, dropped by drop_chunks (as the owner), leaves every
     window and answer as it was."""
@@ -106,24 +95,26 @@ async def test_a_chunk_dropped_wholly_before_the_window_changes_nothing(
         collector_url, [Tick(old, exchange, symbol, symbol[:3].upper(), "USD", 1.5)]
     )
     await after_a_check()
-    before = await assert_as_sql(hot_api, history_api, names)
+    before = await assert_as_sql(loaded_api, history_api, names)
     async with await psycopg.AsyncConnection.connect(history, autocommit=True) as owner:
         dropped = await owner.execute(
             "SELECT drop_chunks('ticks', older_than => now() - interval '2 days')"
         )
         assert 1 == len(await dropped.fetchall())
     await after_a_check()
-    assert before == await assert_as_sql(hot_api, history_api, names)
-    assert (len(names), 1) == await held(hot_api)
+    assert before == await assert_as_sql(loaded_api, history_api, names)
+    assert (len(names), 1) == await held(loaded_api)
 
 
-async def test_a_chunk_dropped_inside_the_window_is_cut_out_of_every_window(
-    hot_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str
+async def test_a_chunk_dropped_inside_the_window_is_cut_out_of_every_window_at_once(
+    loaded_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str
 ) -> None:
-    """drop_chunks (as the owner) of the chunk holding the oldest prices of the window: every
-    window loses them, none is dropped or loaded again, all answer as SQL."""
+    """drop_chunks (as the owner) of the chunk holding the oldest prices of the window, which
+    fires no trigger: from the first request after it committed (no wait for the listener's
+    periodic check), every window lacks them, none is dropped or loaded again, all answer as
+    SQL."""
     names = await pairs(history)
-    before = await assert_as_sql(hot_api, history_api, names)
+    before = await assert_as_sql(loaded_api, history_api, names)
     async with await psycopg.AsyncConnection.connect(history, autocommit=True) as owner:
         dropped = await owner.execute(
             "SELECT drop_chunks('ticks', older_than => date_trunc('day', %s::timestamptz)"
@@ -131,19 +122,47 @@ async def test_a_chunk_dropped_inside_the_window_is_cut_out_of_every_window(
             [HISTORY_START],
         )
         assert 1 == len(await dropped.fetchall())
-    await after_a_check()
-    after = await assert_as_sql(hot_api, history_api, names)
+    after = await assert_as_sql(loaded_api, history_api, names)
     assert before != after
-    assert (len(names), 1) == await held(hot_api)
+    assert (len(names), 1) == await held(loaded_api)
+
+
+async def test_retention_dropping_a_chunk_before_the_window_reloads_nothing(
+    loaded_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str, collector_url: str
+) -> None:
+    """apply_retention() (the collector's retention, the Apache edition's only one) drops a
+    chunk ten days old and announces it as `storage`: every window is still held, none loaded
+    again, every answer as it was."""
+    names = await pairs(history)
+    exchange, symbol = names[0]
+    async with await psycopg.AsyncConnection.connect(history, autocommit=True) as owner:
+        await owner.execute(  # older than the retention: only the owner may write it
+            "INSERT INTO ticks (time, market_id, price)"
+            " SELECT now() - interval '10 days', id, 1.5 FROM markets"
+            " WHERE exchange = %s AND symbol = %s",
+            [exchange, symbol],
+        )
+        await until_loaded(loaded_api, len(names), loads=2)  # a write from psql reloads all
+        before = await assert_as_sql(loaded_api, history_api, names)
+        await owner.execute("LISTEN datatracker_changes")
+        async with await psycopg.AsyncConnection.connect(collector_url, autocommit=True) as conn:
+            dropped = await (await conn.execute("SELECT apply_retention()")).fetchone()
+        announced = [n.payload async for n in owner.notifies(timeout=1.0, stop_after=1)]
+    assert (1,) == dropped
+    assert before == await assert_as_sql(loaded_api, history_api, names)
+    await after_a_check()
+    assert before == await assert_as_sql(loaded_api, history_api, names)
+    assert (len(names), 2) == await held(loaded_api)
+    assert ["storage"] == announced
 
 
 async def test_a_renamed_market_changes_that_pair_alone(
-    hot_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str
+    loaded_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str
 ) -> None:
     """A market renamed (UPDATE markets as the owner): its old name is 404, its new one
     answers as SQL; every other answer is the same bytes; no window dropped."""
     names = await pairs(history)
-    before = await assert_as_sql(hot_api, history_api, names)
+    before = await assert_as_sql(loaded_api, history_api, names)
     exchange, symbol = names[0]
     async with await psycopg.AsyncConnection.connect(history, autocommit=True) as owner:
         await owner.execute(
@@ -151,42 +170,42 @@ async def test_a_renamed_market_changes_that_pair_alone(
             [exchange, symbol],
         )
     renamed = [(exchange, "zzzusd"), *names]
-    after = await assert_as_sql(hot_api, history_api, renamed)
+    after = await assert_as_sql(loaded_api, history_api, renamed)
     assert 404 == after[f"{exchange}/{symbol}"][0]  # type: ignore[index]
     assert {name: before[name] for name in list(before)[1:]} == {
         name: after[name] for name in list(before)[1:]
     }
-    assert (len(names), 1) == await held(hot_api)
+    assert (len(names), 1) == await held(loaded_api)
 
 
 async def test_a_deleted_market_drops_that_window_alone(
-    hot_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str
+    loaded_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str
 ) -> None:
     """A market deleted (as the owner; its ticks stay) is 404; the other windows stay held and
     answer the same bytes."""
     names = await pairs(history)
-    before = await assert_as_sql(hot_api, history_api, names)
+    before = await assert_as_sql(loaded_api, history_api, names)
     exchange, symbol = names[-1]
     async with await psycopg.AsyncConnection.connect(history, autocommit=True) as owner:
         await owner.execute(
             "DELETE FROM markets WHERE exchange = %s AND symbol = %s", [exchange, symbol]
         )
-    after = await assert_as_sql(hot_api, history_api, names)
+    after = await assert_as_sql(loaded_api, history_api, names)
     assert 404 == after[f"{exchange}/{symbol}"][0]  # type: ignore[index]
     assert {name: before[name] for name in list(before)[:-1]} == {
         name: after[name] for name in list(before)[:-1]
     }
-    assert (len(names) - 1, 1) == await held(hot_api)
+    assert (len(names) - 1, 1) == await held(loaded_api)
 
 
 async def test_a_write_spanning_hours_is_read_back_into_every_window(
-    hot_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str, collector_url: str
+    loaded_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str, collector_url: str
 ) -> None:
     """A gap fill of three hours (every pair, a price half a minute after each stored one, in
     one write naming its span, as the collector) is in every answer at once, read back into
     the windows: none dropped, no bulk load."""
     names = await pairs(history)
-    before = await assert_as_sql(hot_api, history_api, names)
+    before = await assert_as_sql(loaded_api, history_api, names)
     start = HISTORY_END - timedelta(hours=3)
     fill = [
         Tick(start + timedelta(seconds=30 + 60 * minute), exchange, symbol, "X", "USD", 7.0)
@@ -194,20 +213,20 @@ async def test_a_write_spanning_hours_is_read_back_into_every_window(
         for exchange, symbol in names
     ]
     await write_as_collector(collector_url, fill)
-    after = await assert_as_sql(hot_api, history_api, names)
+    after = await assert_as_sql(loaded_api, history_api, names)
     assert all(before[name] != after[name] for name in before)
-    assert (len(names), 1) == await held(hot_api)
+    assert (len(names), 1) == await held(loaded_api)
 
 
 async def test_an_announcement_not_understood_reloads_every_window_in_bulk(
-    hot_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str, api_url: str
+    loaded_api: httpx.AsyncClient, history_api: httpx.AsyncClient, history: str, api_url: str
 ) -> None:
     """A payload no trigger sends (here from the api role) drops every window; they are
     loaded again in one bulk load, and answers stay as SQL."""
     names = await pairs(history)
-    await assert_as_sql(hot_api, history_api, names)
+    await assert_as_sql(loaded_api, history_api, names)
     async with await psycopg.AsyncConnection.connect(api_url, autocommit=True) as api_role:
         await api_role.execute("NOTIFY datatracker_changes, 'prices changed?'")
-    await assert_as_sql(hot_api, history_api, names)
-    await until_loaded(hot_api, len(names), loads=2)
-    await assert_as_sql(hot_api, history_api, names)
+    await assert_as_sql(loaded_api, history_api, names)
+    await until_loaded(loaded_api, len(names), loads=2)
+    await assert_as_sql(loaded_api, history_api, names)

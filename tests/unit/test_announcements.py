@@ -7,16 +7,26 @@ import random
 import pytest
 
 from api import announcements
-from api.announcements import MARKETS, RANKING, TICKS, UNKNOWN, Announcement, Complaints, parse
+from api.announcements import (
+    MARKETS,
+    RANKING,
+    STORAGE,
+    TICKS,
+    UNKNOWN,
+    Announcement,
+    Complaints,
+    parse,
+)
 
 NOW = 1_765_000_000_000_000  # µs: December 2025
 DAY = 86_400 * 1_000_000
 RETENTION = 7 * DAY
 
 
-@pytest.mark.parametrize("payload", [TICKS, RANKING, MARKETS])
+@pytest.mark.parametrize("payload", [TICKS, RANKING, MARKETS, STORAGE])
 def test_the_triggers_plain_payloads_are_read_as_they_are(payload: str) -> None:
-    """`ticks`, `ranking` and `markets` are the changes they name."""
+    """`ticks`, `ranking`, `markets` and apply_retention()'s `storage` are the changes they
+    name."""
     assert Announcement(payload) == parse(payload, NOW, RETENTION)
 
 
@@ -65,7 +75,7 @@ def test_a_span_out_of_bounds_is_a_write_that_names_none(span: str) -> None:
         "ticks 00000000000000000001765000000000000000/1765000000000000000",
         "ranking now",
         "markets\x00",
-        "storage",
+        "storage ",
         "unknown",
         "x" * 7999,
         "ticks " + "9" * 7990,
