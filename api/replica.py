@@ -96,6 +96,8 @@ class Replica:
         """Return once the standby shows every commit visible on the primary when this was
         called; ReplicaBehind after `wait_seconds`, psycopg.OperationalError when either
         server does not answer."""
+        if self.replayed == EVERYTHING:  # a primary after all: nothing to wait for
+            return
         try:
             async with asyncio.timeout(self.wait_seconds):
                 target = await self._primary_position()
