@@ -70,24 +70,34 @@ class Standby:
                 time.sleep(0.02)
             raise AssertionError(f"recovery_min_apply_delay not set to {wanted}")
 
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the standby logged."""
+        log = self.directory / "server.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
     async def until_replayed(self, conninfo: str) -> None:
         """Wait until the standby has replayed everything the primary holds now, and
         `conninfo`'s database (made on the primary) accepts connections on the standby."""
         async with await psycopg.AsyncConnection.connect(self.primary_url) as primary:
             cursor = await primary.execute(QUERIES["primary_position"])
             target = int((await cursor.fetchone() or (0,))[0])
-        deadline = time.monotonic() + REPLAY_SECONDS
+        deadline, seen = time.monotonic() + REPLAY_SECONDS, None
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.url(conninfo)) as conn:
                     cursor = await conn.execute(QUERIES["replayed_position"])
-                    row = await cursor.fetchone()
-                    if row is not None and reached(float(row[1]), target):
+                    seen = await cursor.fetchone()
+                    if seen is not None and reached(float(seen[1]), target):
                         return
             except psycopg.OperationalError:  # the database is not there yet
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"the standby did not replay within {REPLAY_SECONDS} s")
+                raise AssertionError(
+                    f"the standby did not replay position {target} within {REPLAY_SECONDS} s"
+                    f" (last seen: {seen or 'no connection'});"
+                    f" its log ends:\n{self.log_tail()}"
+                )
             await asyncio.sleep(0.05)
 
 

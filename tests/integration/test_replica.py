@@ -11,7 +11,7 @@ primary.
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 
 import httpx
@@ -82,14 +82,13 @@ async def standby_api_url(standby: Standby, history: str, api_url: str) -> str:
 
 
 @pytest.fixture
-def delayed_replay(standby: Standby, request: pytest.FixtureRequest) -> Iterator[float]:
-    """The standby replays each commit late (by the test's `delay` mark's seconds, else
-    APPLY_DELAY_SECONDS), for this test."""
-    mark = request.node.get_closest_marker("delay")
-    seconds = float(mark.args[0]) if mark else APPLY_DELAY_SECONDS
-    standby.set_apply_delay(seconds)
+def delay_replay(standby: Standby) -> Iterator[Callable[[float], None]]:
+    """Holds the standby's replay of each commit back by the seconds given, once called (after
+    the API has started: at its start the API waits for the standby to replay the primary's
+    position, which takes that long while other databases of the test server commit); not
+    after the test."""
     try:
-        yield seconds
+        yield standby.set_apply_delay
     finally:
         standby.set_apply_delay(0)
 
@@ -182,7 +181,7 @@ async def test_a_request_after_a_commit_waits_for_the_standby_to_replay_it(
     api_url: str,
     standby_api_url: str,
     collector_url: str,
-    delayed_replay: float,
+    delay_replay: Callable[[float], None],
     windows_mb: int,
 ) -> None:
     """With replay held back, a request made once a commit is visible on the primary waits
@@ -196,6 +195,7 @@ async def test_a_request_after_a_commit_waits_for_the_standby_to_replay_it(
     async with serve_api(settings) as api:
         await until_cache_listens(api)
         await newest(api, exchange, symbol)  # the windows loaded (or not)
+        delay_replay(APPLY_DELAY_SECONDS)
         at = HISTORY_END + timedelta(seconds=1)
         async with await psycopg.AsyncConnection.connect(collector_url) as collector:
             await commit_cycle(collector, names, at, 3000.0)
@@ -205,17 +205,15 @@ async def test_a_request_after_a_commit_waits_for_the_standby_to_replay_it(
         waited = time.monotonic() - began
         rankings = await api.get("/rankings?limit=1")
     assert 200 == rankings.status_code
-    assert delayed_replay * 0.5 <= waited <= delayed_replay + 3
+    assert APPLY_DELAY_SECONDS * 0.5 <= waited <= APPLY_DELAY_SECONDS + 3
 
 
-@pytest.mark.delay(LONG_APPLY_DELAY_SECONDS)
 async def test_a_standby_behind_longer_than_the_wait_answers_503_with_retry_after(
-    standby: Standby,
     history: str,
     api_url: str,
     standby_api_url: str,
     collector_url: str,
-    delayed_replay: float,
+    delay_replay: Callable[[float], None],
 ) -> None:
     """With replay held back longer than API_REPLICA_WAIT_SECONDS, a request after a commit
     is answered 503 with Retry-After: 1 and a body saying the standby is behind (so is any
@@ -229,6 +227,7 @@ async def test_a_standby_behind_longer_than_the_wait_answers_503_with_retry_afte
     async with serve_api(settings) as api:
         await until_cache_listens(api)
         await until_loaded(api, len(names), loads=1)
+        delay_replay(LONG_APPLY_DELAY_SECONDS)
         at = HISTORY_END + timedelta(seconds=1)
         async with await psycopg.AsyncConnection.connect(collector_url) as collector:
             await commit_cycle(collector, names, at, 3000.0)
@@ -237,5 +236,5 @@ async def test_a_standby_behind_longer_than_the_wait_answers_503_with_retry_afte
         assert 503 == response.status_code, response.text
         assert "1" == response.headers["retry-after"]
         assert "standby has not replayed" in response.json()["detail"]
-        standby.set_apply_delay(0)
+        delay_replay(0)
         assert at == await newest_once_caught_up(api, exchange, symbol)
