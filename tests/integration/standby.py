@@ -4,14 +4,21 @@ binaries of the primary's own version, run as the user `postgres` when this proc
 stopped and removed at the session's end.
 
 The test server must be a local cluster that streams WAL (`wal_level` replica or logical, a
-free WAL sender) and let its admin role replicate (a superuser may; pg_hba.conf needs a
-`replication` line for 127.0.0.1): the shared test servers do. Nothing of the primary's
-configuration is changed. Each test's database is cloned on the primary and reaches the
-standby by replay: `until_replayed` waits for it.
+free WAL sender and replication slot) and let its admin role replicate (a superuser may;
+pg_hba.conf needs a `replication` line for 127.0.0.1): the shared test servers do. Nothing of
+the primary's configuration is changed. The standby streams through a replication slot of
+its own, made by pg_basebackup and dropped at the end: without one, a primary that writes a
+lot of WAL (other sessions' tests) may remove a segment before the standby has it, and the
+standby stops for good (`requested WAL segment ... has already been removed`, seen on the
+shared 5434). The slot's name holds its creation time: a session that died without dropping
+its slot leaves one that the next session drops once it is an hour old (a slot left behind
+would keep every WAL segment on the server from then on). Each test's database is cloned on
+the primary and reaches the standby by replay: `until_replayed` waits for it.
 """
 
 import asyncio
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -39,6 +46,10 @@ AT_LEAST_THE_PRIMARYS = (
 # How long the standby may take to start, or to replay a position.
 START_SECONDS = 120
 REPLAY_SECONDS = 60
+# The standby's replication slot: this prefix, then its creation time (Unix seconds) and a
+# random part; an inactive one older than STALE_SLOT_SECONDS is a dead session's.
+SLOT_PREFIX = "datatracker_test_standby_"
+STALE_SLOT_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,36 @@ def primary_settings(admin_url: str) -> tuple[str, dict[str, str]]:
     return str(row[0]), copied
 
 
+def drop_stale_slots(admin_url: str) -> None:
+    """Drop the inactive replication slots that sessions which died left behind."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE NOT active AND slot_name LIKE %s",
+            [SLOT_PREFIX + "%"],
+        ).fetchall()
+        for (name,) in names:
+            made = name.removeprefix(SLOT_PREFIX).split("_")[0]
+            if made.isdigit() and time.time() - int(made) > STALE_SLOT_SECONDS:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", [name])
+
+
+def drop_slot(admin_url: str, name: str) -> None:
+    """Drop the replication slot `name` if it exists, once the primary has seen the standby
+    go (at most 10 s: a slot in use cannot be dropped)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for _ in range(100):
+            try:
+                conn.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                    " WHERE slot_name = %s",
+                    [name],
+                )
+                return
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)
+        raise AssertionError(f"replication slot {name} still in use: drop it by hand")
+
+
 @contextmanager
 def standby_of(admin_url: str) -> Iterator[Standby]:
     """A hot standby of the cluster at `admin_url` (a superuser's URL), removed on the way
@@ -134,12 +175,16 @@ def standby_of(admin_url: str) -> Iterator[Standby]:
     standby = Standby(directory, free_port(), admin_url)
     params = conninfo_to_dict(admin_url)
     environment = {**os.environ, "PGPASSWORD": str(params.get("password", ""))}
+    slot = f"{SLOT_PREFIX}{int(time.time())}_{secrets.token_hex(4)}"
+    drop_stale_slots(admin_url)
     try:
         basebackup = [
             f"{bindir}/pg_basebackup",
             "--pgdata",
             str(data),
-            "--write-recovery-conf",  # -R: primary_conninfo and standby.signal
+            "--write-recovery-conf",  # -R: primary_conninfo, primary_slot_name, standby.signal
+            "--create-slot",
+            f"--slot={slot}",
             "--wal-method=stream",
             "--checkpoint=fast",
             "--no-sync",
@@ -186,4 +231,5 @@ def standby_of(admin_url: str) -> Iterator[Standby]:
                 check=False,
                 capture_output=True,
             )
+        drop_slot(admin_url, slot)
         shutil.rmtree(directory, ignore_errors=True)
