@@ -21,6 +21,7 @@ from api.candles import candles
 from api.docs import assets_router, openapi_config
 from api.errors import bad_request
 from api.rankings import rankings
+from api.replica import Replica, ReplicaBehind
 from api.routes import health, price_history, provide_connection
 from api.windows import PriceWindows
 from datatracker.database import create_pool, redact_dsn
@@ -52,7 +53,21 @@ async def log_server_error(error: Exception, scope: Scope) -> None:
         return
     if isinstance(error, psycopg.OperationalError):  # PoolTimeout too: answered 503
         return
+    if isinstance(error, ReplicaBehind):  # answered 503; the listener says so once
+        return
     log.error("%s %s failed", scope.get("method", ""), scope.get("path", ""), exc_info=error)
+
+
+def replica_behind(
+    request: Request[Any, Any, State], error: Exception
+) -> Response[dict[str, object]]:
+    """The standby did not replay the primary's last changes in time: 503, ask again in a
+    second (an answer read now could miss a change already announced)."""
+    return Response(
+        {"status_code": 503, "detail": f"{error}; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
 
 
 def database_went_down(reason: str) -> None:
@@ -77,7 +92,11 @@ def create_app(settings: Settings) -> Litestar:
     )
 
     windows = PriceWindows(max_bytes=int(settings.api_windows_mb * 2**20))
-    cache = ResponseCache(max_bytes=settings.api_cache_mb * 2**20, windows=windows)
+    listen_url = settings.api_listen_url or settings.database_url
+    replica = None
+    if listen_url != settings.database_url:
+        replica = Replica(settings.database_url, listen_url, settings.api_replica_wait_seconds)
+    cache = ResponseCache(settings.api_cache_mb * 2**20, windows, replica)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -86,7 +105,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.pool = pool
         app.state.cache = cache
         app.state.settings = settings  # /health judges freshness by the collect interval
-        tasks = [asyncio.create_task(cache.listen(settings.database_url))]
+        tasks = [asyncio.create_task(cache.listen(listen_url))]
         if settings.api_metrics:
             tasks.append(asyncio.create_task(metrics.follow(cache)))
         try:
@@ -97,6 +116,8 @@ def create_app(settings: Settings) -> Litestar:
                 with suppress(asyncio.CancelledError):
                     await task
             await pool.close()
+            if replica is not None:
+                await replica.close()
 
     handlers: list[ControllerRouterHandler] = [
         price_history,
@@ -113,6 +134,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers={
             psycopg.OperationalError: database_unavailable,
             PoolTimeout: database_unavailable,
+            ReplicaBehind: replica_behind,
             ValidationException: bad_request,
         },
         openapi_config=openapi_config(version="0.1.0"),

@@ -23,6 +23,17 @@ A request answered from the price windows, or with a kept value (`get_synced`), 
 for a sync round of the listener (`synced`): every commit visible before the request came has
 then been announced and read (api/freshness.py). Requests that come while a round runs share
 the next one.
+
+Which server each read runs on. The listener's connection goes to API_LISTEN_URL (by default
+DATABASE_URL): LISTEN, the sync rounds and the checks of ticks_storage(), which must see the
+primary. Every read of what is served runs where DATABASE_URL points: the windows' bulk
+load, the read-backs of announced changes and of dropped chunks, the markets and the ranking
+(the listener's second connection), and the SQL answers of the routes (the pool). With a
+standby there (api/replica.py) each of them first waits until the standby shows every commit
+visible on the primary at that moment (`caught_up`): the listener as long as it takes (the
+windows are not served meanwhile: it stops answering), the rest at most
+API_REPLICA_WAIT_SECONDS, then 503. On one server (the default) the listener reads on its own
+connection and nothing waits.
 """
 
 import asyncio
@@ -30,7 +41,8 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, LiteralString, TypeVar
 
@@ -39,6 +51,7 @@ from cachetools import TLRUCache
 
 from api import announcements, heap, metrics
 from api.freshness import Snapshot, nothing_completed_since, parse_snapshot
+from api.replica import Replica, ReplicaBehind
 from api.windows import QUERIES, PriceWindows, chunk_ids
 from datatracker.database import redact_dsn
 
@@ -85,8 +98,11 @@ class Entry:
 class ResponseCache:
     """Values by request key, at most `max_bytes` of them, least recently used out."""
 
-    def __init__(self, max_bytes: int, windows: PriceWindows | None = None) -> None:
+    def __init__(
+        self, max_bytes: int, windows: PriceWindows | None = None, replica: Replica | None = None
+    ) -> None:
         self._max_bytes = max_bytes
+        self.replica = replica  # the standby DATABASE_URL names, if it names one
         self.windows = windows if windows is not None else PriceWindows(0)
         self._entries: TLRUCache[Hashable, Entry] = TLRUCache(
             maxsize=max(max_bytes, 1),
@@ -207,6 +223,9 @@ class ResponseCache:
             waiters, self._waiters = self._waiters, []
             self._release(waiters, False)
 
+    def _read_url(self, listen_url: str) -> str:
+        return listen_url if self.replica is None else self.replica.standby_url
+
     def _load(self, conninfo: str) -> None:
         """Load every window in bulk, in the background (a load under way starts again)."""
         self._stop_loading()
@@ -214,7 +233,7 @@ class ResponseCache:
 
     async def _load_windows(self, conninfo: str) -> None:
         try:
-            await self.windows.load(conninfo)
+            await self.windows.load(conninfo, self.caught_up)
         except (psycopg.Error, TimeoutError) as error:
             reason = str(error).strip().splitlines()[0] if str(error) else "no answer"
             log.warning("price windows not loaded in bulk, read when asked: %s", redact_dsn(reason))
@@ -224,21 +243,64 @@ class ResponseCache:
             self._loading.cancel()
             self._loading = None
 
+    async def caught_up(self) -> None:
+        """Return once a read where DATABASE_URL points shows every commit visible on the
+        primary now: at once without a standby; ReplicaBehind after API_REPLICA_WAIT_SECONDS."""
+        if self.replica is not None:
+            await self.replica.fresh()
+
+    async def _standby_caught_up(self) -> None:
+        """The listener's `caught_up`: waits as long as it takes, saying so once."""
+        if self.replica is None:
+            return
+        started, said = time.monotonic(), False
+        while True:
+            try:
+                await self.replica.fresh()
+            except ReplicaBehind as behind:
+                if not said:
+                    log.warning("%s: the changes announced are read once it has", behind)
+                    said = True
+                continue
+            if said:
+                log.warning("standby caught up after %.1f s", time.monotonic() - started)
+            return
+
+    @asynccontextmanager
+    async def _reader(
+        self, conn: psycopg.AsyncConnection
+    ) -> AsyncIterator[psycopg.AsyncConnection]:
+        """The listener's connection for reads: `conn` itself, or one to the standby."""
+        if self.replica is None:
+            yield conn
+            return
+        async with await psycopg.AsyncConnection.connect(
+            self.replica.standby_url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            application_name="datatracker-api-cache-reads",
+        ) as reader:
+            yield reader
+
     async def listen(self, conninfo: str) -> None:
         """Clear the cache on each announced change, until cancelled. The cache keeps nothing
-        while this is not connected; it reconnects after a lost connection."""
+        while this is not connected; it reconnects after a lost connection. `conninfo` is the
+        primary's (API_LISTEN_URL)."""
         if not self._enabled:
             return
         said_off = False
         try:
             while True:
                 try:
-                    async with await psycopg.AsyncConnection.connect(
-                        conninfo,
-                        autocommit=True,
-                        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                        application_name="datatracker-api-cache",
-                    ) as conn:
+                    async with (
+                        await psycopg.AsyncConnection.connect(
+                            conninfo,
+                            autocommit=True,
+                            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                            application_name="datatracker-api-cache",
+                        ) as conn,
+                        self._reader(conn) as reader,
+                    ):
                         conn.add_notify_handler(lambda notify: self._inbox.append(notify.payload))
                         # A full sync round commits; it need not wait for the disk.
                         await conn.execute("SET synchronous_commit TO off")
@@ -247,11 +309,12 @@ class ResponseCache:
                         self._listen_from_now(True)
                         metrics.LISTENER_CONNECTS.inc()
                         if self.windows.enabled:
-                            await self.windows.start(conn)
-                            self._load(conninfo)
+                            await self._standby_caught_up()
+                            await self.windows.start(reader)
+                            self._load(self._read_url(conninfo))
                         said_off = False
                         log.info("response cache on: listening for changes to the data")
-                        await self._follow_changes(conn, conninfo, storage)
+                        await self._follow_changes(conn, conninfo, storage, reader)
                 except (psycopg.Error, TimeoutError) as error:
                     reason = str(error).strip().splitlines()[0] if str(error) else "no answer"
                     if self._listening or not said_off:
@@ -271,7 +334,11 @@ class ResponseCache:
             self._listen_from_now(False)
 
     async def _follow_changes(
-        self, conn: psycopg.AsyncConnection, conninfo: str, storage: str
+        self,
+        conn: psycopg.AsyncConnection,
+        conninfo: str,
+        storage: str,
+        reader: psycopg.AsyncConnection | None = None,
     ) -> None:
         """Until the connection fails: wait for an announcement, a request's sync round or
         the next check; read what changed; release the requests the round was for."""
@@ -283,19 +350,24 @@ class ResponseCache:
             self._receive(conn)
             waiters, self._waiters = self._waiters, []
             try:
-                reload = await self._read_changes(conn, waiters)
+                reload = await self._read_changes(conn, waiters, reader)
             except BaseException:
                 self._release(waiters, False)
                 raise
             self._release(waiters, True)
             if reload and self.windows.enabled:
-                self._load(conninfo)
+                self._load(self._read_url(conninfo))
 
     async def _read_changes(
-        self, conn: psycopg.AsyncConnection, waiters: list[asyncio.Future[bool]]
+        self,
+        conn: psycopg.AsyncConnection,
+        waiters: list[asyncio.Future[bool]],
+        reader: psycopg.AsyncConnection | None = None,
     ) -> bool:
         """A sync round if requests wait for one, then read what the announcements received
-        and the chunks of ticks say changed; True when every window must be loaded again."""
+        and the chunks of ticks say changed (on `reader`, by default `conn`); True when every
+        window must be loaded again."""
+        reader = conn if reader is None else reader
         windows = self.windows
         # A full round reads the chunks too: a drop committed before it fires no trigger.
         read_storage = await self._sync(conn) if waiters else False
@@ -314,24 +386,30 @@ class ResponseCache:
             windows.announce(change.source)
         reload = False
         if read_storage or time.monotonic() - self._checked_at >= CHECK_SECONDS:
-            reload = await self._follow_storage(conn)
+            reload = await self._follow_storage(conn, reader)
+        if changes:
+            await self._standby_caught_up()
         for change in changes:
-            reload |= await windows.apply(conn, change, now_micros())
+            reload |= await windows.apply(reader, change, now_micros())
             metrics.announced(change.source)
         if changes or reload:
             heap.trim()
         return reload
 
-    async def _follow_storage(self, conn: psycopg.AsyncConnection) -> bool:
-        """Read ticks_storage() and follow what changed since the last read (chunks added,
-        dropped, compressed or decompressed); True when every window must be loaded again."""
+    async def _follow_storage(
+        self, conn: psycopg.AsyncConnection, reader: psycopg.AsyncConnection
+    ) -> bool:
+        """Read ticks_storage() on the listener's connection and follow what changed since the
+        last read (chunks added, dropped, compressed or decompressed), reading on `reader`;
+        True when every window must be loaded again."""
         now = await self._check(conn)
         self._checked_at = time.monotonic()
         if now == self._storage:
             return False
         if chunk_ids(self._storage) - chunk_ids(now):  # dropped
             self.changed(TICKS)
-        reload = await self.windows.chunks_changed(conn, self._storage, now, now_micros())
+        await self._standby_caught_up()
+        reload = await self.windows.chunks_changed(reader, self._storage, now, now_micros())
         self._storage = now
         return reload
 

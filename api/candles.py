@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from litestar import get
+from litestar.datastructures import State
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
@@ -85,6 +86,7 @@ def before(moment: datetime, span: timedelta) -> datetime:
 )
 async def candles(
     conn: Connection,
+    state: State,
     exchange: ExchangeParam,
     symbol: SymbolParam,
     interval: Annotated[IntervalName, Parameter(description="Candle width.")] = "1h",
@@ -95,6 +97,7 @@ async def candles(
     when start equals end, 400 when it is after."""
     chosen = INTERVALS[interval]
     begin, stop = time_range(chosen, start, end)
+    await state.cache.caught_up()  # on a standby: once it shows every change announced
     market_id, exchange, symbol = await find_market(conn, exchange, symbol)
     params = {
         "market_id": market_id,

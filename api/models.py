@@ -47,6 +47,9 @@ class Health:
     # TimescaleDB's jobs whose last run failed or that have not succeeded within twice their
     # schedule (api/jobs.py); always [] on the Apache edition, which has no jobs.
     jobs: list["JobHealth"] = field(default_factory=list)
+    # With a standby as DATABASE_URL: how far its replay is behind what it received, in
+    # seconds (api/replica.sql, replica_lag); None when the API reads from the primary.
+    replica_lag_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

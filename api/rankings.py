@@ -50,6 +50,7 @@ async def rankings(
     if (body := await cache.get_synced(key, bytes)) is not None:
         return body
     token = cache.token(RANKING)
+    await cache.caught_up()
     async with state.pool.connection() as conn:
         if exchange is not None:
             await require_exchange(conn, exchange)

@@ -24,6 +24,7 @@ from api.jobs import JobState, job_states
 from api.models import Health, JobHealth, PriceHistory, Problem
 from api.price_body import US_PER_SECOND, gunzip
 from api.raw_response import RawResponse
+from api.replica import lag_seconds as replica_lag_seconds
 from api.windows import DAY_US, Place, Window
 from api.windows import QUERIES as WINDOW_QUERIES
 from datatracker.instants import instant
@@ -179,6 +180,7 @@ async def read_window(
     pair is unknown."""
     windows = cache.windows
     version, trusted = windows.version, cache.windows_trusted()
+    await cache.caught_up()
     params = {"exchange": exchange, "symbol": symbol, "since": instant(now - DAY_US)}
     async with pool.connection() as conn:
         cursor = await conn.execute(WINDOW_QUERIES["price_window"], params, binary=True)
@@ -273,6 +275,7 @@ async def health(conn: Connection, state: State) -> Response[Health]:
     if age is not None and age > stale_after:
         reasons.append(f"the newest tick is {age:.0f} s old, more than {stale_after} s")
     reasons += job_failures(jobs, state.settings.health_job_failures)
+    lag = await replica_lag_seconds(conn) if state.cache.replica else None
     reason = "; ".join(reasons) or None
     body = Health(
         "failing" if reason else "ok",
@@ -288,6 +291,7 @@ async def health(conn: Connection, state: State) -> Response[Health]:
         state.cache.windows.loads,
         reason,
         jobs=[job_health(job) for job in jobs],
+        replica_lag_seconds=lag,
     )
     return Response(body, status_code=503 if reason else 200)
 

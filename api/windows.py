@@ -29,7 +29,7 @@ import sys
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -76,6 +76,10 @@ POSTGRES_EPOCH_US = 946_684_800_000_000
 MAX_CONVERTED = 1_000
 
 log = logging.getLogger(__name__)
+
+
+async def nothing_to_wait_for() -> None:
+    """A read on the primary waits for nothing (see PriceWindows.load)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,10 +323,13 @@ class PriceWindows:
             self._fit()
         return answer
 
-    async def load(self, conninfo: str) -> None:
+    async def load(
+        self, conninfo: str, caught_up: Callable[[], Awaitable[None]] = nothing_to_wait_for
+    ) -> None:
         """Read every pair's window, a page of markets a query, on a connection of its own,
         keeping each that fits (not those held already), until all are read or no more fit.
-        A page read while a change to ticks was announced is read again."""
+        A page read while a change to ticks was announced is read again. Each page is read
+        once `caught_up` returns (on a standby: once it shows every change announced)."""
         self.loads += 1
         started, after, pages = time.monotonic(), 0, 0
         converted: dict[bytes, array[int]] = {}
@@ -331,6 +338,7 @@ class PriceWindows:
         ) as conn:
             while self.serving:
                 version = self.version
+                await caught_up()
                 since = instant(time.time_ns() // 1000 - DAY_US)
                 params = {"after": after, "limit": LOAD_PAGE_MARKETS, "since": since}
                 cursor = await conn.execute(QUERIES["windows_after"], params, binary=True)

@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     database_url: str = Field(min_length=1)
+    # A hot standby as DATABASE_URL (api/replica.py): the API listens for changes on the
+    # primary named here (None: DATABASE_URL) and waits this long for the standby to replay
+    # what the primary holds before a read, then answers 503.
+    api_listen_url: str | None = None
+    api_replica_wait_seconds: float = Field(default=2, gt=0, le=60)
     supported_exchanges: Annotated[tuple[str, ...], NoDecode] = (
         "binance",
         "coinbase",
@@ -78,6 +83,14 @@ class Settings(BaseSettings):
             if not names:
                 raise ValueError("name at least one exchange")
             return names
+        return value
+
+    @field_validator("api_listen_url")
+    @classmethod
+    def _parse_listen_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # `API_LISTEN_URL=` (as in .env.example): DATABASE_URL
+        check_conninfo(value)
         return value
 
     @field_validator("database_url")

@@ -134,3 +134,23 @@ def test_a_well_formed_database_url_is_accepted(
     """Real connection strings, URLs and key=value, multi-host, socket directories, pass."""
     environment.setenv("DATABASE_URL", value)
     assert value == load_settings(_env_file=None).database_url
+
+
+def test_the_api_listens_where_it_reads_unless_told(environment: pytest.MonkeyPatch) -> None:
+    """API_LISTEN_URL is unset (empty counts as unset) by default: the API listens on
+    DATABASE_URL; a standby's reads wait 2 s at most."""
+    assert None is load_settings(_env_file=None).api_listen_url
+    environment.setenv("API_LISTEN_URL", "")
+    settings = load_settings(_env_file=None)
+    assert (None, 2) == (settings.api_listen_url, settings.api_replica_wait_seconds)
+
+
+def test_a_malformed_listen_url_is_refused_without_quoting_it(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    """API_LISTEN_URL is checked as DATABASE_URL is: named, its text (a password) not shown."""
+    environment.setenv("API_LISTEN_URL", "postgresql://user:S3cret@host:port/db")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None)
+    assert "API_LISTEN_URL" in str(refused.value)
+    assert "S3cret" not in str(refused.value)
