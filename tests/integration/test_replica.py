@@ -4,9 +4,9 @@ primary, and never with a state older than a commit made before the request: it 
 the standby's replay, at most API_REPLICA_WAIT_SECONDS, then answers 503 with Retry-After.
 
 The hot-window tests of test_prices_hot, test_prices_fresh and test_windows_changes run here
-too (imported: pytest collects them again in this module), with their `hot_api` fixture
-replaced by one reading from the standby; their SQL reference (`history_api`) stays on the
-primary.
+too (imported: pytest collects them again in this module), with their `loaded_api` (and
+`hot_api`) fixture replaced by one reading from the standby; their SQL reference
+(`history_api`) stays on the primary.
 """
 
 import asyncio
@@ -36,16 +36,17 @@ from tests.integration.test_prices_hot import (
     until_loaded,
 )
 from tests.integration.test_windows_changes import (
-    test_a_chunk_dropped_inside_the_window_is_cut_out_of_every_window,
+    test_a_chunk_dropped_inside_the_window_is_cut_out_of_every_window_at_once,
     test_a_chunk_dropped_wholly_before_the_window_changes_nothing,
     test_a_deleted_market_drops_that_window_alone,
     test_a_renamed_market_changes_that_pair_alone,
     test_a_write_spanning_hours_is_read_back_into_every_window,
     test_an_announcement_not_understood_reloads_every_window_in_bulk,
     test_compressing_and_decompressing_a_chunk_drops_nothing,
+    test_retention_dropping_a_chunk_before_the_window_reloads_nothing,
 )
 
-# Collected again here, as tests of this module: their `hot_api` is the one below.
+# Collected again here, as tests of this module, with the `loaded_api` and `hot_api` below.
 REUSED = (
     test_a_window_answers_byte_for_byte_as_sql_with_stddev_samp,
     test_a_collector_write_moves_the_windows_forward_without_dropping_them,
@@ -54,7 +55,8 @@ REUSED = (
     test_an_announcement_delivered_late_is_waited_for,
     test_compressing_and_decompressing_a_chunk_drops_nothing,
     test_a_chunk_dropped_wholly_before_the_window_changes_nothing,
-    test_a_chunk_dropped_inside_the_window_is_cut_out_of_every_window,
+    test_a_chunk_dropped_inside_the_window_is_cut_out_of_every_window_at_once,
+    test_retention_dropping_a_chunk_before_the_window_reloads_nothing,
     test_a_renamed_market_changes_that_pair_alone,
     test_a_deleted_market_drops_that_window_alone,
     test_a_write_spanning_hours_is_read_back_into_every_window,
@@ -101,15 +103,21 @@ def replica_settings(standby_api_url: str, api_url: str, **overrides: object) ->
 
 
 @pytest.fixture
-async def hot_api(
+async def loaded_api(
     history: str, api_url: str, standby_api_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API reading from the standby, with its windows, once every pair's is loaded (the
-    `hot_api` of the reused tests)."""
+    `loaded_api` of the reused tests, in place of tests/integration/conftest.py's)."""
     async with serve_api(replica_settings(standby_api_url, api_url)) as client:
         await until_cache_listens(client)
         await until_loaded(client, len(await pairs(history)), loads=1)
         yield client
+
+
+@pytest.fixture
+def hot_api(loaded_api: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The same API under the name the reused tests of test_prices_hot.py give it."""
+    return loaded_api
 
 
 async def standby_newest(standby_api_url: str) -> datetime:
