@@ -105,13 +105,14 @@ class Collector:
         try:
             await resume_walk(self._source, self._pool)
         except UNREACHABLE as error:
-            log.warning("simulated prices start afresh: database unreachable (%s)", describe(error))
+            # INFO: the outage has its own line each way (the writer's).
+            log.info("simulated prices start afresh: database unreachable (%s)", describe(error))
 
     def _stop_resuming(self) -> None:
         resuming, self._resuming = self._resuming, None
         if resuming is not None and not resuming.done():
             resuming.cancel()
-            log.warning(
+            log.info(
                 "simulated prices start afresh: the database did not answer before the first cycle"
             )
 
