@@ -115,7 +115,8 @@ def run_wrk(port: int, args: argparse.Namespace, encoding: str, scratch: Path) -
     command += [f"http://{LOOPBACK}:{port}", "--", str(scratch / "paths.txt"), str(args.seed)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
-    output = process.stdout.read()
+    with process.stdout:
+        output = process.stdout.read()
     # The kernel's utime/stime of the process (what /proc/<pid>/stat shows while it runs),
     # read as it is reaped: /proc can no longer show them once it has exited.
     _, status, usage = os.wait4(process.pid, 0)
@@ -312,6 +313,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="commit a cycle of every stored pair halfway through each run",
     )
+    parser.add_argument(
+        "--api-checkout",
+        type=Path,
+        default=servers.REPO,
+        help="serve the API from this tree (e.g. `git archive <commit> | tar -x -C DIR`)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", type=Path, help="write the result as JSON here")
     return parser.parse_args(argv)
@@ -325,7 +332,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     url = args.database_url
     markets = sample_markets(url, args.pairs, args.seed)
     paths = [f"/prices/{exchange}/{symbol}" for exchange, symbol in markets]
-    result: dict[str, Any] = {"machine": machine.describe(url), "options": vars(args)}
+    options = vars(args) | {"api_checkout": None}  # no machine path in saved results
+    if args.api_checkout != servers.REPO:
+        options["api_checkout"] = args.api_checkout.name
+    result: dict[str, Any] = {"machine": machine.describe(url), "options": options}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         f"{encoding}/{generator}": {"api": [], "minimal": []}
         for encoding in args.encodings
@@ -333,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     with (
         tempfile.TemporaryDirectory() as directory,
-        servers.tracker_api(as_role(url, "api"), API_WORKERS="1") as api,
+        servers.tracker_api(as_role(url, "api"), args.api_checkout, API_WORKERS="1") as api,
         mid_run_cycles(url, args.cycle_every_run) as cycles,
     ):
         scratch = Path(directory)
@@ -353,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         sides[side].append(figures)
                         print(round_, key, side, {k: round(figures[k], 2) for k in FIGURES},
                               flush=True)  # fmt: skip
+        result["health_after_runs"] = health(api[0])
         result["cycles_error"] = cycles.error if cycles else None
     result["runs"] = runs
     result["compared"] = {key: compare(sides) for key, sides in runs.items()}
