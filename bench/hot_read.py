@@ -86,13 +86,38 @@ class Cycles:
     error: str | None = None
 
 
+async def cycle_markets(conn: psycopg.AsyncConnection[Any]) -> list[list[Any]]:
+    """Every stored pair as [exchange, symbol, base, quote, newest price, price decimals]."""
+    cursor = await conn.execute(MARKETS_WITH_PRICES)
+    return [[*row, quote_decimals(float(row[4]))] for row in await cursor.fetchall()]
+
+
+async def commit_cycle(
+    conn: psycopg.AsyncConnection[Any],
+    markets: list[list[Any]],
+    rng: random.Random,
+    at: datetime,
+    writer: TickWriter,
+) -> Cycle:
+    """Write a tick for every pair at `at` (each price a small random step from its last, kept
+    in `markets`) the collector's way, commit, then refresh the stored ranking."""
+    ticks = []
+    for market in markets:
+        market[4] = round(float(market[4]) * math.exp(rng.gauss(0.0, 0.001)), market[5])
+        ticks.append(Tick(at, market[0], market[1], market[2], market[3], market[4]))
+    started = time.monotonic()
+    async with writer.transaction(conn):
+        await writer.write(conn, ticks)
+    committed = time.monotonic()
+    await conn.execute(COLLECTOR_QUERIES["refresh_rankings"])
+    return Cycle(started, committed, time.monotonic(), len(ticks))
+
+
 async def write_cycles(url: str, every: float, stop: threading.Event, cycles: Cycles) -> None:
     """Write a cycle of every stored pair at each multiple of `every` seconds until `stop`."""
     rng = random.Random(12)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cursor = await conn.execute(MARKETS_WITH_PRICES)
-        markets = [list(row) for row in await cursor.fetchall()]
-        decimals = [quote_decimals(float(market[4])) for market in markets]
+        markets = await cycle_markets(conn)
         writer = TickWriter()
         while not stop.is_set():
             now = time.time()
@@ -100,16 +125,7 @@ async def write_cycles(url: str, every: float, stop: threading.Event, cycles: Cy
             if stop.wait(instant - now):
                 return
             at = datetime.fromtimestamp(instant, UTC)
-            ticks = []
-            for market, places in zip(markets, decimals, strict=True):
-                market[4] = round(float(market[4]) * math.exp(rng.gauss(0.0, 0.001)), places)
-                ticks.append(Tick(at, market[0], market[1], market[2], market[3], market[4]))
-            started = time.monotonic()
-            async with writer.transaction(conn):
-                await writer.write(conn, ticks)
-            committed = time.monotonic()
-            await conn.execute(COLLECTOR_QUERIES["refresh_rankings"])
-            cycles.done.append(Cycle(started, committed, time.monotonic(), len(ticks)))
+            cycles.done.append(await commit_cycle(conn, markets, rng, at, writer))
 
 
 @contextmanager

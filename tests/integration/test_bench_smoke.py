@@ -4,6 +4,7 @@ No timing is asserted: CI machines are too noisy for that, and bench/RESULTS.md 
 """
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from bench import (
     hot_read,
     metrics_overhead,
     outage,
+    outside,
     profile_summary,
     read_path,
     soak,
@@ -145,6 +147,30 @@ def test_metrics_overhead_reports_both_apis_and_their_ratio(database_url: str) -
     assert finite(result["in_process"]["cpu_ratio_off_on"])
     assert [200, 200] == [scrape["status"] for scrape in result["http"]["scrapes"]]
     assert {200: 4 * 50} == result["in_process"]["statuses"]
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None,
+    reason="wrk is not installed (.ci/run does not install it; Debian: apt-get install wrk)",
+)
+def test_outside_compares_wrk_and_our_generator_on_both_servers(database_url: str) -> None:
+    """The outside benchmark loads the API and the minimal app with wrk and with our Python
+    generator, a cycle committing in each run, and reports rates, latencies, each generator's
+    CPU per request and the ratios."""
+    generate.main(["--database-url", database_url, "--pairs", "20", "--days", "0.05"])
+    result = outside.main(
+        ["--database-url", database_url, "--pairs", "20", "--seconds", "1", "--rounds", "1",
+         "--connections", "2"]
+    )  # fmt: skip
+    assert {"gzip/wrk", "gzip/python", "identity/wrk", "identity/python"} == set(result["compared"])
+    for compared in result["compared"].values():
+        for side in ("api", "minimal"):
+            assert finite(compared[side]["requests_per_second"]["median"])
+            assert finite(compared[side]["p99_ms"]["median"])
+            assert finite(compared[side]["generator_cpu_us_per_request"]["median"])
+            assert 0 == compared[side]["errors"]
+        assert finite(compared["ratio"])
+    assert result["cycles_error"] is None
 
 
 def test_profile_summary_ranks_frames(tmp_path: Path) -> None:
