@@ -13,6 +13,11 @@ the same with less noise: its ratio, off / on, is the throughput ratio a CPU-bou
 would show. No cycles are written meanwhile: every answer is a held
 window. A scrape of the metrics API's `/metrics` follows each of its runs, timed.
 
+With `--wrk`, `wrk` loads them instead of our Python generator (bench.outside's `run_wrk`:
+`--clients` connections, `--threads` threads, a random stored pair each request; p50 and p99
+from wrk's latency histogram), which costs the shared machine less CPU per request and so
+distorts the ratio less (RESULTS.md, "From outside"). `wrk` must be on PATH.
+
 Then, with `--in-process-rounds` > 0, the same without HTTP, the load generator or other
 processes in the way: both apps (`create_app`, metrics on and off) in this process, each
 warmed on the first `--in-process-pairs` pairs, called as ASGI apps on hot `/prices` requests
@@ -25,6 +30,8 @@ Generate the data first: `python -m bench.generate --pairs 10000 --days 1`.
 import argparse
 import asyncio
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,21 +55,31 @@ def cpu_seconds(pid: int) -> float:
     return total / TICKS_PER_SECOND
 
 
-def load(port: int, pid: int, paths: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
-    """One run on one API, with the server's CPU time per request."""
+def load(
+    port: int, pid: int, paths: Sequence[str], args: argparse.Namespace, scratch: Path | None
+) -> dict[str, Any]:
+    """One run on one API, with the server's CPU time per request: by wrk when `scratch`
+    holds its script and paths (`--wrk`), else by our Python generator."""
     cpu = cpu_seconds(pid)
-    result = asyncio.run(
-        run_load(
-            port,
-            paths,
-            clients=args.clients,
-            seconds=args.seconds,
-            max_requests=args.max_requests,
-            seed=args.seed,
-            grace=args.grace,
-            common=ACCEPT_GZIP if args.accept_gzip else "",
+    if scratch is not None:
+        from bench.outside import run_wrk  # bench.outside imports this module
+
+        options = argparse.Namespace(**vars(args), connections=args.clients)
+        result = run_wrk(port, options, "gzip" if args.accept_gzip else "identity", scratch)
+        del result["wrk_output"]
+    else:
+        result = asyncio.run(
+            run_load(
+                port,
+                paths,
+                clients=args.clients,
+                seconds=args.seconds,
+                max_requests=args.max_requests,
+                seed=args.seed,
+                grace=args.grace,
+                common=ACCEPT_GZIP if args.accept_gzip else "",
+            )
         )
-    )
     result["server_cpu_us_per_request"] = (cpu_seconds(pid) - cpu) / result["requests"] * 1e6
     result["load_average"] = machine.load_average()
     return result
@@ -152,11 +169,22 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--accept-gzip", action="store_true", help="clients accept gzip")
     parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--wrk", action="store_true", help="load the HTTP part with wrk")
+    parser.add_argument("--threads", type=int, default=1, help="wrk's threads (-t)")
     parser.add_argument("--in-process-rounds", type=int, default=0, help="0: not that part")
     parser.add_argument("--in-process-pairs", type=int, default=10_000)
     parser.add_argument("--in-process-requests", type=int, default=20_000)
     parser.add_argument("--output", type=Path, help="write the figures as JSON")
     return parser.parse_args(argv)
+
+
+def wrk_scratch(directory: Path, paths: Sequence[str]) -> Path:
+    """`directory` with what bench.outside's `run_wrk` reads: its Lua script and the paths."""
+    from bench.outside import WRK_SCRIPT  # bench.outside imports this module
+
+    (directory / "paths.txt").write_text("\n".join(paths) + "\n")
+    (directory / "paths.lua").write_text(WRK_SCRIPT)
+    return directory
 
 
 def http(args: argparse.Namespace, paths: Sequence[str]) -> dict[str, Any]:
@@ -166,9 +194,11 @@ def http(args: argparse.Namespace, paths: Sequence[str]) -> dict[str, Any]:
     scrapes: list[dict[str, float]] = []
     settings = {"API_WORKERS": str(args.workers), "API_WINDOWS_MB": "1024"}
     with (
+        tempfile.TemporaryDirectory() as directory,
         servers.tracker_api(args.database_url, **settings, API_METRICS="true") as (on, on_pid),
         servers.tracker_api(args.database_url, **settings, API_METRICS="false") as (off, off_pid),
     ):
+        scratch = wrk_scratch(Path(directory), paths) if args.wrk else None
         ports, pids = {"on": on, "off": off}, {"on": on_pid, "off": off_pid}
         for name, port in ports.items():
             result[f"warm_{name}"] = warm(port, paths, args.clients, rounds=args.workers)
@@ -176,7 +206,7 @@ def http(args: argparse.Namespace, paths: Sequence[str]) -> dict[str, Any]:
         for run in range(args.runs):
             order = ("on", "off") if run % 2 == 0 else ("off", "on")
             for name in order:
-                figures = load(ports[name], pids[name], paths, args)
+                figures = load(ports[name], pids[name], paths, args, scratch)
                 runs[name].append(figures)
                 shown = ("requests_per_second", "p50_ms", "p99_ms", "server_cpu_us_per_request")
                 print(name, {key: round(figures[key], 2) for key in shown}, flush=True)
@@ -200,6 +230,14 @@ def http(args: argparse.Namespace, paths: Sequence[str]) -> dict[str, Any]:
         result["off"]["server_cpu_us_per_request"]["median"]
         / result["on"]["server_cpu_us_per_request"]["median"]
     )
+    result["ratio_rounds"] = [
+        on["requests_per_second"] / off["requests_per_second"]
+        for on, off in zip(runs["on"], runs["off"], strict=True)
+    ]
+    result["cpu_ratio_rounds"] = [
+        off["server_cpu_us_per_request"] / on["server_cpu_us_per_request"]
+        for on, off in zip(runs["on"], runs["off"], strict=True)
+    ]
     result["scrapes"] = scrapes
     print(
         f"metrics on: {result['on']['requests_per_second']['median']:.0f} req/s, "
@@ -213,6 +251,8 @@ def http(args: argparse.Namespace, paths: Sequence[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
+    if args.wrk and args.http and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk)")
     markets = sample_markets(args.database_url, args.pairs, args.seed)
     paths = [f"/prices/{exchange}/{symbol}" for exchange, symbol in markets]
     result: dict[str, Any] = {
@@ -222,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "workers": args.workers,
         "seconds": args.seconds,
         "accept_gzip": args.accept_gzip,
+        "load_generator": f"wrk -t {args.threads}" if args.wrk else "bench.http_load",
+        "load_average_before": machine.load_average(),
     }
     if args.http:
         result["http"] = http(args, paths)
@@ -233,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"{part['off']['median']:.1f} without; ratio off/on {part['cpu_ratio_off_on']:.3f}",
             flush=True,
         )
+    result["load_average_after"] = machine.load_average()
     stats.save(result, args.output)
     return result
 
