@@ -338,7 +338,7 @@ class ResponseCache:
         conn: psycopg.AsyncConnection,
         conninfo: str,
         storage: str,
-        reader: psycopg.AsyncConnection | None = None,
+        reader: psycopg.AsyncConnection,
     ) -> None:
         """Until the connection fails: wait for an announcement, a request's sync round or
         the next check; read what changed; release the requests the round was for."""
@@ -362,12 +362,11 @@ class ResponseCache:
         self,
         conn: psycopg.AsyncConnection,
         waiters: list[asyncio.Future[bool]],
-        reader: psycopg.AsyncConnection | None = None,
+        reader: psycopg.AsyncConnection,
     ) -> bool:
         """A sync round if requests wait for one, then read what the announcements received
-        and the chunks of ticks say changed (on `reader`, by default `conn`); True when every
-        window must be loaded again."""
-        reader = conn if reader is None else reader
+        and the chunks of ticks say changed, reading them on `reader` (`conn` itself on one
+        server); True when every window must be loaded again."""
         windows = self.windows
         # A full round reads the chunks too: a drop committed before it fires no trigger.
         read_storage = await self._sync(conn) if waiters else False
