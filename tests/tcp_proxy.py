@@ -50,18 +50,19 @@ class TcpProxy:
         pipe = asyncio.current_task()
         assert pipe is not None
         self._pipes.add(pipe)
+        ends = [writer]
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.close()
-            self._pipes.discard(pipe)
-            return
-        try:
+            ends.append(upstream_writer)
             await asyncio.gather(
                 self._copy(reader, upstream_writer), self._copy(upstream_reader, writer)
             )
+        except OSError:
+            pass  # the target refused: the client sees its connection closed, as it would
         finally:
-            for end in (writer, upstream_writer):
+            # Also when `cut()` cancels this pipe mid-connect: an accepted socket left open
+            # would be garbage-collected later, in whichever test runs then.
+            for end in ends:
                 end.close()
             self._pipes.discard(pipe)
 
