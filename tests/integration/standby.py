@@ -3,17 +3,30 @@ into a fresh directory under /tmp, started on a free port of 127.0.0.1 with the 
 binaries of the primary's own version, run as the user `postgres` when this process is root;
 stopped and removed at the session's end.
 
+Made as README's "Reading from a replica" tells users to: pg_basebackup copies the cluster,
+and the standby streams, as a role that may log in and replicate and nothing else
+(REPLICATION_ROLE: no superuser, not the test server's admin role), which the session creates
+with the admin connection if it is missing and sets to exactly that. Its password is a fixed
+test one (REPLICATION_PASSWORD), like the services' roles' in tests/conftest.py: a role is the
+whole cluster's, and the shared test servers run several sessions at once, so a password
+changed by each session would fail another session's pg_basebackup between its two
+connections, or its walreceiver's next reconnect. The password reaches pg_basebackup through
+PGPASSWORD in its environment, never its command line; `-R` writes it into the
+`primary_conninfo` of the standby's postgresql.auto.conf (readable by `postgres` alone, under
+the standby's directory, removed at the end), where the walreceiver reads it.
+
 The test server must be a local cluster that streams WAL (`wal_level` replica or logical, a
-free WAL sender and replication slot) and let its admin role replicate (a superuser may;
-pg_hba.conf needs a `replication` line for 127.0.0.1): the shared test servers do. Nothing of
-the primary's configuration is changed. The standby streams through a replication slot of
-its own, made by pg_basebackup and dropped at the end: without one, a primary that writes a
-lot of WAL (other sessions' tests) may remove a segment before the standby has it, and the
-standby stops for good (`requested WAL segment ... has already been removed`, seen on the
-shared 5434). The slot's name holds its creation time: a session that died without dropping
-its slot leaves one that the next session drops once it is an hour old (a slot left behind
-would keep every WAL segment on the server from then on). Each test's database is cloned on
-the primary and reaches the standby by replay: `until_replayed` waits for it.
+free WAL sender and replication slot) and lets a role with REPLICATION replicate from
+127.0.0.1 with its password: the shared test servers do (scripts/local-db.sh's clusters keep
+the `host replication all 127.0.0.1/32 scram-sha-256` line of Debian's pg_createcluster).
+Nothing of the primary's configuration is changed. The standby streams through a replication
+slot of its own, made by pg_basebackup and dropped at the end: without one, a primary that
+writes a lot of WAL (other sessions' tests) may remove a segment before the standby has it,
+and the standby stops for good (`requested WAL segment ... has already been removed`, seen on
+the shared 5434). The slot's name holds its creation time: a session that died without
+dropping its slot leaves one that the next session drops once it is an hour old (a slot left
+behind would keep every WAL segment on the server from then on). Each test's database is
+cloned on the primary and reaches the standby by replay: `until_replayed` waits for it.
 """
 
 import asyncio
@@ -29,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.replica import QUERIES, reached
@@ -50,15 +64,22 @@ REPLAY_SECONDS = 60
 # random part; an inactive one older than STALE_SLOT_SECONDS is a dead session's.
 SLOT_PREFIX = "datatracker_test_standby_"
 STALE_SLOT_SECONDS = 3600
+# The role the standby is copied and streams as (README's `replicator`), and its test password.
+REPLICATION_ROLE = "datatracker_test_replicator"
+REPLICATION_PASSWORD = "datatracker_test_replicator"
+# pg_advisory_xact_lock's key: sessions setting up the replication role take turns ("dtrp").
+REPLICATION_ROLE_LOCK = 0x64_74_72_70
 
 
 @dataclass(frozen=True)
 class Standby:
-    """A running standby of the primary at `primary_url` (admin), on 127.0.0.1:`port`."""
+    """A running standby of the primary at `primary_url` (admin), on 127.0.0.1:`port`,
+    streaming through the replication slot `slot`."""
 
     directory: Path
     port: int
     primary_url: str
+    slot: str
 
     def url(self, conninfo: str) -> str:
         """`conninfo` (a URL of the primary: any database, any role) pointing at the standby."""
@@ -133,6 +154,26 @@ def primary_settings(admin_url: str) -> tuple[str, dict[str, str]]:
     return str(row[0]), copied
 
 
+def make_replication_role(admin_url: str) -> None:
+    """Create REPLICATION_ROLE if it is missing and make it what README's `replicator` is:
+    LOGIN and REPLICATION with its password, and no other attribute. Sessions take turns (two
+    ALTER ROLE of one role at once may fail with `tuple concurrently updated`)."""
+    role = sql.Identifier(REPLICATION_ROLE)
+    with psycopg.connect(admin_url) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [REPLICATION_ROLE_LOCK])
+        exists = conn.execute(
+            "SELECT FROM pg_roles WHERE rolname = %s", [REPLICATION_ROLE]
+        ).fetchone()
+        if exists is None:
+            conn.execute(sql.SQL("CREATE ROLE {}").format(role))
+        conn.execute(
+            sql.SQL(
+                "ALTER ROLE {} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE"
+                " NOBYPASSRLS PASSWORD {}"
+            ).format(role, sql.Literal(REPLICATION_PASSWORD))
+        )
+
+
 def drop_stale_slots(admin_url: str) -> None:
     """Drop the inactive replication slots that sessions which died left behind."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -165,17 +206,19 @@ def drop_slot(admin_url: str, name: str) -> None:
 
 @contextmanager
 def standby_of(admin_url: str) -> Iterator[Standby]:
-    """A hot standby of the cluster at `admin_url` (a superuser's URL), removed on the way
-    out."""
+    """A hot standby of the cluster at `admin_url` (a superuser's URL), copied and streaming
+    as REPLICATION_ROLE, removed on the way out."""
     bindir, copied = primary_settings(admin_url)
+    make_replication_role(admin_url)
     directory = Path(tempfile.mkdtemp(prefix="datatracker-standby-"))
     data = directory / "data"
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
-    standby = Standby(directory, free_port(), admin_url)
-    params = conninfo_to_dict(admin_url)
-    environment = {**os.environ, "PGPASSWORD": str(params.get("password", ""))}
     slot = f"{SLOT_PREFIX}{int(time.time())}_{secrets.token_hex(4)}"
+    standby = Standby(directory, free_port(), admin_url, slot)
+    params = conninfo_to_dict(admin_url)
+    # The replication role's password for pg_basebackup, which -R writes into primary_conninfo.
+    environment = {**os.environ, "PGPASSWORD": REPLICATION_PASSWORD}
     drop_stale_slots(admin_url)
     try:
         basebackup = [
@@ -193,7 +236,7 @@ def standby_of(admin_url: str) -> Iterator[Standby]:
             "--port",
             str(params.get("port", 5432)),
             "--username",
-            str(params.get("user", "postgres")),
+            REPLICATION_ROLE,
         ]
         subprocess.run(as_owner(basebackup), check=True, capture_output=True, env=environment)
         settings = {

@@ -17,11 +17,17 @@ from datetime import datetime, timedelta
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from datatracker.settings import Settings, load_settings
 from tests.api_server import serve_api, until_cache_listens
 from tests.integration.history import HISTORY_END
-from tests.integration.standby import Standby, standby_of
+from tests.integration.standby import (
+    REPLICATION_PASSWORD,
+    REPLICATION_ROLE,
+    Standby,
+    standby_of,
+)
 from tests.integration.test_prices_fresh import (
     commit_cycle,
     newest,
@@ -139,6 +145,42 @@ async def newest_once_caught_up(api: httpx.AsyncClient, exchange: str, symbol: s
         await asyncio.sleep(0.25)
     assert 200 == response.status_code, response.text
     return datetime.fromisoformat(response.json()["prices"][-1]["updated_at"])
+
+
+# What the primary says of the role its walsender for the standby's slot serves.
+STREAMING_ROLE = """
+SELECT r.usename, a.rolsuper, a.rolreplication, a.rolcanlogin, a.rolcreatedb, a.rolcreaterole,
+       a.rolbypassrls, (SELECT count(*) FROM pg_auth_members AS m WHERE m.member = a.oid)
+FROM pg_replication_slots AS s
+JOIN pg_stat_replication AS r ON r.pid = s.active_pid
+JOIN pg_roles AS a ON a.rolname = r.usename
+WHERE s.slot_name = %s
+"""
+
+
+def test_the_standby_streams_as_a_role_that_may_only_replicate(
+    standby: Standby, database_url: str
+) -> None:
+    """As README tells users: the standby was copied and streams as a role that may log in
+    and replicate and nothing else (no superuser, no other attribute, a member of no role),
+    not as the test server's admin role; the primary's pg_stat_replication shows it on the
+    standby's slot, and the role, logged in to a database, reads none of its tables."""
+    assert REPLICATION_ROLE != conninfo_to_dict(standby.primary_url)["user"]
+    with psycopg.connect(standby.primary_url, autocommit=True) as primary:
+        for _ in range(100):  # the walreceiver connects once the standby has started
+            row = primary.execute(STREAMING_ROLE, [standby.slot]).fetchone()
+            if row is not None:
+                break
+            time.sleep(0.1)
+    assert (REPLICATION_ROLE, False, True, True, False, False, False, 0) == row, standby.log_tail()
+    as_replicator = make_conninfo(
+        database_url, user=REPLICATION_ROLE, password=REPLICATION_PASSWORD
+    )
+    with (
+        psycopg.connect(as_replicator) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT count(*) FROM ticks")
 
 
 async def test_prices_rankings_and_health_are_answered_from_the_standby(
