@@ -18,7 +18,8 @@ the standby's directory, removed at the end), where the walreceiver reads it.
 The test server must be a local cluster that streams WAL (`wal_level` replica or logical, a
 free WAL sender and replication slot) and lets a role with REPLICATION replicate from
 127.0.0.1 with its password: the shared test servers do (scripts/local-db.sh's clusters keep
-the `host replication all 127.0.0.1/32 scram-sha-256` line of Debian's pg_createcluster).
+the `host replication all 127.0.0.1/32 scram-sha-256` line that initdb writes under Debian's
+pg_createcluster).
 Nothing of the primary's configuration is changed. The standby streams through a replication
 slot of its own, made by pg_basebackup and dropped at the end: without one, a primary that
 writes a lot of WAL (other sessions' tests) may remove a segment before the standby has it,
