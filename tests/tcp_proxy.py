@@ -2,24 +2,37 @@
 
 import asyncio
 import contextlib
+import socket
 from typing import Self
 
 from psycopg.conninfo import make_conninfo
 
 
 class TcpProxy:
-    """Forwards connections to `target`; `cut()` drops them all and refuses new ones."""
+    """Forwards connections to `target`; `cut()` drops them all and refuses new ones.
+
+    Plain sockets, accepted in a reader callback: every socket the proxy opens is in `_sockets`
+    from the moment it exists, so a cut closes each one, even a connection accepted an instant
+    before whose pipe has not begun (asyncio's streams server leaves such a socket to the
+    garbage collector on Python 3.11, and its ResourceWarning fails whichever test runs then).
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
         self._pipes: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self) -> None:
         """Listen (again) on 127.0.0.1, on the same port as before if there was one."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        listener.setblocking(False)
+        self._listener, self.port = listener, listener.getsockname()[1]
+        asyncio.get_running_loop().add_reader(listener, self._accept)
 
     def route(self, conninfo: str) -> str:
         """`conninfo` with its host and port replaced by this proxy's."""
@@ -27,13 +40,16 @@ class TcpProxy:
 
     async def cut(self) -> None:
         """Stop listening and close every open connection, as a stopped server would."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener)
+            self._listener.close()
+            self._listener = None
         for pipe in list(self._pipes):
             pipe.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
+        for end in self._sockets:
+            end.close()
+        self._sockets.clear()
 
     async def restore(self) -> None:
         """Accept connections again."""
@@ -46,31 +62,36 @@ class TcpProxy:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.cut()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pipe = asyncio.current_task()
-        assert pipe is not None
-        self._pipes.add(pipe)
-        ends = [writer]
+    def _accept(self) -> None:
+        assert self._listener is not None
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-            ends.append(upstream_writer)
-            await asyncio.gather(
-                self._copy(reader, upstream_writer), self._copy(upstream_reader, writer)
-            )
+            client, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        client.setblocking(False)
+        self._sockets.add(client)
+        pipe = asyncio.get_running_loop().create_task(self._pipe(client))
+        self._pipes.add(pipe)
+        pipe.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, client: socket.socket) -> None:
+        upstream = socket.socket()
+        upstream.setblocking(False)
+        self._sockets.add(upstream)
+        try:
+            await asyncio.get_running_loop().sock_connect(upstream, self._target)
+            await asyncio.gather(self._copy(client, upstream), self._copy(upstream, client))
         except OSError:
             pass  # the target refused: the client sees its connection closed, as it would
         finally:
-            # Also when `cut()` cancels this pipe mid-connect: an accepted socket left open
-            # would be garbage-collected later, in whichever test runs then.
-            for end in ends:
+            for end in (client, upstream):
                 end.close()
-            self._pipes.discard(pipe)
+                self._sockets.discard(end)
 
     @staticmethod
-    async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
+    async def _copy(source: socket.socket, sink: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(OSError):
-            sink.write_eof()
+            while data := await loop.sock_recv(source, 65536):
+                await loop.sock_sendall(sink, data)
+            sink.shutdown(socket.SHUT_WR)
