@@ -44,14 +44,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, LiteralString, TypeVar
+from typing import TypeVar
 
 import psycopg
 from cachetools import TLRUCache
 
 from api import announcements, heap, metrics
+from api.first_row import first_row
 from api.freshness import Snapshot, nothing_completed_since, parse_snapshot
 from api.replica import Replica, ReplicaBehind
+from api.waiters import Waiters
 from api.windows import QUERIES, PriceWindows, chunk_ids
 from datatracker.database import redact_dsn
 
@@ -115,7 +117,7 @@ class ResponseCache:
         self._complaints = announcements.Complaints()
         self._inbox: list[str] = []  # payloads received, not yet handled
         self._wake = asyncio.Event()  # the listener's socket has input, or a round is wanted
-        self._waiters: list[asyncio.Future[bool]] = []  # requests waiting for a round
+        self._waiters = Waiters()  # requests waiting for a sync round
         self._synced: Snapshot | None = None  # the last full round's snapshot
         self._synced_xid = 0  # and its own transaction
         self._loading: asyncio.Task[None] | None = None
@@ -195,21 +197,11 @@ class ResponseCache:
         takes longer than CATCH_UP_SECONDS, or than the listener may go unanswered."""
         if not self._trusted():
             return False
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._wake.set()
         # No longer than values may be served without an answer from the listener.
-        trusted_for = self._answered_at + TRUSTED_SECONDS - time.monotonic()
-        try:
-            async with asyncio.timeout(min(CATCH_UP_SECONDS, trusted_for)):
-                return await waiter
-        except TimeoutError:
-            return False
-
-    def _release(self, waiters: list[asyncio.Future[bool]], synced: bool) -> None:
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(synced)
+        deadline = min(time.monotonic() + CATCH_UP_SECONDS, self._answered_at + TRUSTED_SECONDS)
+        waiter = self._waiters.add(deadline)
+        self._wake.set()
+        return await waiter
 
     def _listen_from_now(self, listening: bool) -> None:
         self._listening = listening
@@ -220,8 +212,7 @@ class ResponseCache:
         if not listening:
             self._stop_loading()
             self.windows.stop()
-            waiters, self._waiters = self._waiters, []
-            self._release(waiters, False)
+            self._waiters.answer_all(False)
 
     def _read_url(self, listen_url: str) -> str:
         return listen_url if self.replica is None else self.replica.standby_url
@@ -348,13 +339,13 @@ class ResponseCache:
             if self._waiters:  # let the requests already read join this round
                 await asyncio.sleep(0)
             self._receive(conn)
-            waiters, self._waiters = self._waiters, []
+            waiters = self._waiters.take()
             try:
                 reload = await self._read_changes(conn, waiters, reader)
             except BaseException:
-                self._release(waiters, False)
+                self._waiters.answer(waiters, False)
                 raise
-            self._release(waiters, True)
+            self._waiters.answer(waiters, True)
             if reload and self.windows.enabled:
                 self._load(self._read_url(conninfo))
 
@@ -441,27 +432,28 @@ class ResponseCache:
         been announced, its payload in the inbox. True when it was a full round (something
         was committed since the last: maybe a chunk dropped, which no trigger announces)."""
         row = await self._ask(conn, QUERIES["sync_snapshot"])
-        now = parse_snapshot(row[0])
+        now = parse_snapshot(str(row[0]))
         synced = self._synced
         if synced is not None and nothing_completed_since(synced, self._synced_xid, now):
             return False
         row = await self._ask(conn, QUERIES["sync_notify"])
-        self._synced, self._synced_xid = parse_snapshot(row[0]), int(row[1])
+        self._synced, self._synced_xid = parse_snapshot(str(row[0])), int(str(row[1]))
         return True
 
-    async def _ask(self, conn: psycopg.AsyncConnection, query: LiteralString) -> tuple[Any, ...]:
-        """The first row of a query on the listener's connection, within ANSWER_SECONDS."""
+    async def _ask(self, conn: psycopg.AsyncConnection, query: str) -> tuple[str | None, ...]:
+        """The first row of a query on the listener's connection, within ANSWER_SECONDS, as
+        text (api/first_row.py: libpq's calls, not a cursor's: a round is paid per request)."""
         try:
             async with asyncio.timeout(ANSWER_SECONDS):
-                cursor = await conn.execute(query)
-                row = await cursor.fetchone()
+                row = await first_row(conn.pgconn, query.encode())
         except TimeoutError:
             self._answered_at = -math.inf
             raise TimeoutError(f"no answer within {ANSWER_SECONDS} s") from None
         self._answered_at = time.monotonic()
+        self._receive(conn)  # the announcements sent before the answer
         if row is None:
             raise psycopg.DataError(f"no row from {query.splitlines()[0]}")
-        return tuple(row)
+        return row
 
     async def _check(self, conn: psycopg.AsyncConnection) -> str:
         """The chunks of ticks as ticks_storage() describes them; a check that the connection
