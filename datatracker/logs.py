@@ -3,6 +3,8 @@
 import logging
 import time
 
+import psycopg
+
 # psycopg_pool's warnings that a connection failed or broke: two lines each (libpq's hint "Is
 # the server running…" included), one per attempt, dozens an outage. Each service says once
 # that the database went and once that it is back (datatracker.circuit); these say no more.
@@ -21,6 +23,19 @@ def not_a_pool_connection_warning(record: logging.LogRecord) -> bool:
     return record.msg not in POOL_CONNECTION_WARNINGS
 
 
+def not_an_unreachable_cancel_warning(record: logging.LogRecord) -> bool:
+    """False for psycopg's warnings that a query cut short (its task cancelled, as a timeout
+    or a stopped load does) could not be cancelled on a server that cannot be reached: during
+    an outage libpq's two-line "connection refused … Is the server running" and "query
+    cancellation interrupted (OperationalError)" say again what the service's one line said."""
+    if record.msg == "query cancellation failed: %s":
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (args and isinstance(args[0], psycopg.OperationalError))
+    if record.msg == "query cancellation interrupted (%s): closing connection":
+        return record.args != ("OperationalError",)
+    return True
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr as `2026-01-31T12:00:00Z INFO collector: message`."""
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -33,6 +48,14 @@ def configure_logging(level: str) -> None:
     # Their per-run chatter would drown the one line per exchange per cycle.
     for noisy in ("apscheduler", "psycopg.pool", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    pool_log = logging.getLogger("psycopg.pool")
-    if not_a_pool_connection_warning not in pool_log.filters:
-        pool_log.addFilter(not_a_pool_connection_warning)
+    quiet_outage_warnings()
+
+
+def quiet_outage_warnings() -> None:
+    """Filter psycopg's and psycopg_pool's repeats of an outage out of their loggers."""
+    for name, quiet in (
+        ("psycopg.pool", not_a_pool_connection_warning),
+        ("psycopg", not_an_unreachable_cancel_warning),
+    ):
+        if quiet not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(quiet)

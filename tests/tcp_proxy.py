@@ -38,12 +38,16 @@ class TcpProxy:
         """`conninfo` with its host and port replaced by this proxy's."""
         return make_conninfo(conninfo, host="127.0.0.1", port=str(self.port))
 
-    async def cut(self) -> None:
-        """Stop listening and close every open connection, as a stopped server would."""
+    def refuse(self) -> None:
+        """Stop listening: new connections are refused, open ones go on."""
         if self._listener is not None:
             asyncio.get_running_loop().remove_reader(self._listener)
             self._listener.close()
             self._listener = None
+
+    async def cut(self) -> None:
+        """Stop listening and close every open connection, as a stopped server would."""
+        self.refuse()
         for pipe in list(self._pipes):
             pipe.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)

@@ -3,12 +3,15 @@ as soon as it is back, one log line each way."""
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import psycopg
 
+from datatracker.logs import quiet_outage_warnings
 from tests.api_server import api_process
 from tests.tcp_proxy import TcpProxy
 
@@ -82,3 +85,38 @@ async def test_api_refuses_at_once_during_an_outage_and_serves_once_it_is_back(
     assert "error connecting" not in text
     assert "Is the server running" not in text
     assert "Traceback" not in text
+
+
+async def test_a_query_cut_short_while_the_server_is_unreachable_adds_no_warning(
+    proxy: TcpProxy, database_url: str
+) -> None:
+    """A task cancelled mid-query (a timeout, a bulk load stopped by the listener's loss)
+    while the server cannot be reached: psycopg tries to cancel the query on the server, fails
+    and closes the connection, and its warnings saying so are not logged; the service's one
+    line has said the database is unreachable."""
+    quiet_outage_warnings()
+    psycopg_log, said = logging.getLogger("psycopg"), ListHandler()
+    psycopg_log.addHandler(said)  # sees only what the logger's filters let through
+    try:
+        async with await psycopg.AsyncConnection.connect(proxy.route(database_url)) as conn:
+            query = asyncio.create_task(conn.execute("SELECT pg_sleep(30)"))
+            await asyncio.sleep(0.5)  # the query runs on the server
+            proxy.refuse()  # psycopg's cancel request needs a new connection: refused
+            query.cancel()
+            await asyncio.sleep(0.5)  # psycopg waits for the query's end after its attempt
+            await proxy.cut()  # the database goes: the connection breaks
+            with contextlib.suppress(asyncio.CancelledError):
+                await query
+            assert conn.closed  # psycopg gave up cancelling on the server, as during an outage
+    finally:
+        psycopg_log.removeHandler(said)
+    assert said.messages == []
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
