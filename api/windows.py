@@ -46,6 +46,8 @@ from api.price_body import (
     history_points,
     history_rest,
     http_date,
+    part_digest,
+    part_moments,
     sample_stdv,
 )
 from datatracker.instants import instant
@@ -58,13 +60,14 @@ DAY_US = 86_400 * 1_000_000
 DEFAULT_RETENTION_US = 7 * DAY_US
 # What a window costs beyond its columns: the Window, its arrays' headers, the dict slot.
 WINDOW_OVERHEAD_BYTES = 400
-# What a kept answer costs beyond its compressed body and its parts' table: its key,
+# What a kept answer costs beyond its compressed body and its parts' tables: its key,
 # validators and objects (measured with tracemalloc: ~640 bytes).
 ANSWER_OVERHEAD_BYTES = 700
-# The prices of each two hours of the epoch are deflated apart (see Answer), and their
-# fields in Answer.parts.
+# The prices of each two hours of the epoch are deflated apart (see Answer); their fields in
+# Answer.parts, and the length of a part's digest (Answer.digests).
 PART_US = 2 * 3_600 * 1_000_000
 PART_FIELDS = 6
+DIGEST_BYTES = 16
 # The bulk load reads this many markets' windows a query; an announced change to ticks while
 # one is read makes it read again (it may predate the change).
 LOAD_PAGE_MARKETS = 500
@@ -105,7 +108,10 @@ class Answer:
     the last part and the first (whose oldest price left); after a new ranking, none (its stdv
     is kept too). `parts` holds, for each, PART_FIELDS numbers: its first instant, its count
     of prices (doubled, plus one if a comma leads it), its text's CRC-32 and length, and where
-    its bytes are in `gzipped` and how many."""
+    its bytes are in `gzipped` and how many. What the stdv and the ETag need of a part is kept
+    too, so that they are not computed again over the whole span: its prices' mean and sums of
+    deviations (three numbers a part in `moments`: see sample_stdv) and its digest
+    (`digests`, end to end)."""
 
     key: tuple[int, int, int, Place]  # the window's version, lo, hi, and the place
     etag: bytes
@@ -114,22 +120,25 @@ class Answer:
     gzipped: bytes
     stdv: float | None
     parts: array[int]
+    moments: array[float]
+    digests: bytes
 
     @property
     def held_bytes(self) -> int:
-        """What this answer takes: its body, its parts' table, its objects."""
-        return len(self.gzipped) + sys.getsizeof(self.parts) + ANSWER_OVERHEAD_BYTES
+        """What this answer takes: its body, its parts' tables, its objects."""
+        tables = sum(map(sys.getsizeof, (self.parts, self.moments, self.digests)))
+        return len(self.gzipped) + tables + ANSWER_OVERHEAD_BYTES
 
     @property
     def tags(self) -> tuple[str, str]:
         """The ETags of the plain and the gzip-coded answer."""
         return self.etag.decode(), self.gzip_etag.decode()
 
-    def parts_before(self, instant: int) -> dict[int, tuple[int, ...]]:
-        """The parts that end by `instant` (µs), by first instant: the rest of their fields."""
+    def parts_before(self, instant: int) -> dict[int, int]:
+        """The parts that end by `instant` (µs): their places in the tables, by first instant."""
         parts = self.parts
         return {
-            parts[i]: tuple(parts[i + 1 : i + PART_FIELDS])
+            parts[i]: i // PART_FIELDS
             for i in range(0, len(parts), PART_FIELDS)
             if part_end(parts[i]) <= instant
         }
@@ -183,42 +192,53 @@ class Window:
         kept = self.answer
         if kept is not None and kept.key == key:
             return kept
-        reusable = {}
+        reusable: dict[int, int] = {}
         if kept is not None:  # every part, if only the place changed (changed_from is then max)
             reusable = kept.parts_before(self.changed_from)
             kept_bytes = memoryview(kept.gzipped)
         times, prices, exchange, symbol = self.times, self.prices, self.exchange, self.symbol
         member = GzipMember()
         member.add_text(history_head(exchange, symbol))
-        parts = array("q")
+        parts, moments, digests = array("q"), array("d"), bytearray()
         a = lo
         while a < hi:
             first = times[a]
             b = bisect_left(times, part_end(first), a, hi)
             count = (b - a) * 2 + (a > lo)
             offset = member.length
-            old = reusable.get(first)
-            if old is not None and old[0] == count:
-                crc, size, at, length = old[1:]
+            old = reusable.get(first, -1)
+            if old >= 0 and kept is not None and kept.parts[old * PART_FIELDS + 1] == count:
+                fields = old * PART_FIELDS
+                crc, size, at, length = kept.parts[fields + 2 : fields + PART_FIELDS]
                 member.add(kept_bytes[at : at + length], crc, size)
+                moments.extend(kept.moments[old * 3 : old * 3 + 3])
+                digests += kept.digests[old * DIGEST_BYTES : (old + 1) * DIGEST_BYTES]
             else:
-                text = history_points(exchange, symbol, times[a:b], prices[a:b])
+                part_times, part_prices = times[a:b], prices[a:b]
+                text = history_points(exchange, symbol, part_times, part_prices)
                 crc, size, length = member.add_text(b"," + text if a > lo else text)
+                moments.extend(part_moments(part_prices))
+                digests += part_digest(part_times, part_prices)
             parts.extend((first, count, crc, size, offset, length))
             a = b
-        span_times, span_prices = times[lo:hi], prices[lo:hi]
         same_prices = kept is not None and kept.key[:3] == key[:3]
-        stdv = kept.stdv if kept is not None and same_prices else sample_stdv(span_prices)
+        if kept is not None and same_prices:
+            stdv = kept.stdv
+        else:
+            counts = [doubled >> 1 for doubled in parts[1::PART_FIELDS]]
+            stdv = sample_stdv(counts, moments)
         gzipped = member.finish(history_rest(stdv, place.rank, place.ranked))
-        etag = entity_tag(exchange, symbol, span_times, span_prices, place.rank, place.ranked)
+        etag = entity_tag(exchange, symbol, bytes(digests), place.rank, place.ranked)
         self.answer = Answer(
             key,
             etag.encode(),
             gzip_tag(etag).encode(),
-            http_date(span_times[-1]).encode(),
+            http_date(times[hi - 1]).encode(),
             gzipped,
             stdv,
             parts,
+            moments,
+            bytes(digests),
         )
         self.changed_from = sys.maxsize
         return self.answer

@@ -2,7 +2,10 @@
 any decoder reads, deflated in parts of which the next answer rebuilds only what changed."""
 
 import gzip
+import math
+import random
 import shutil
+import statistics
 import subprocess
 import zlib
 from array import array
@@ -12,7 +15,6 @@ import msgspec
 import pytest
 
 from api.models import Price, PriceHistory
-from api.price_body import sample_stdv
 from api.windows import PART_FIELDS, Answer, Place, Window
 
 START_US = 1_764_547_200_000_000  # 2025-12-01 00:00 UTC, on a part's boundary
@@ -26,15 +28,21 @@ def day_window(minutes: int = 1_440, offset: int = 0) -> Window:
     return Window(1, "kraken", "btcusd", times, prices)
 
 
-def expected_body(window: Window, lo: int, hi: int, place: Place) -> bytes:
-    """What Litestar's encoder (msgspec) writes for the same PriceHistory."""
+def expected_body(window: Window, answer: Answer) -> bytes:
+    """What Litestar's encoder (msgspec) writes for the same PriceHistory, once the answer's
+    stdv is checked against one computed over its prices at once."""
+    _, lo, hi, place = answer.key
     prices = [
         Price("kraken", "btcusd", price, datetime.fromtimestamp(time / 1e6, UTC))
         for time, price in zip(window.times[lo:hi], window.prices[lo:hi], strict=True)
     ]
-    stdv = sample_stdv(window.prices[lo:hi])
+    if hi - lo < 2:
+        assert answer.stdv is None
+    else:
+        assert answer.stdv is not None
+        assert math.isclose(answer.stdv, statistics.stdev(window.prices[lo:hi]), rel_tol=1e-12)
     return msgspec.json.encode(
-        PriceHistory("kraken", "btcusd", prices, stdv, place.rank, place.ranked)
+        PriceHistory("kraken", "btcusd", prices, answer.stdv, place.rank, place.ranked)
     )
 
 
@@ -62,7 +70,7 @@ def test_every_decoder_reads_the_json_of_the_price_history() -> None:
         place = Place(3, 10)
         answer = window.answer_for(lo, hi, place)
         body = zlib.decompress(answer.gzipped, 31)
-        assert body == expected_body(window, lo, hi, place)
+        assert body == expected_body(window, answer)
         assert body == gzip.decompress(answer.gzipped) == decoded_by_gzip_tool(answer.gzipped)
 
 
@@ -76,7 +84,7 @@ def test_a_new_place_reuses_every_part_and_the_stdv() -> None:
     assert 12 == len(part_bytes(second))
     assert first.etag != second.etag
     body = zlib.decompress(second.gzipped, 31)
-    assert body == expected_body(window, 0, 1_440, Place(None, 11))
+    assert body == expected_body(window, second)
 
 
 def test_a_cycle_deflates_again_only_the_first_and_the_last_part() -> None:
@@ -92,7 +100,7 @@ def test_a_cycle_deflates_again_only_the_first_and_the_last_part() -> None:
     old, new = part_bytes(before), part_bytes(after)
     kept = {first for first in new if old.get(first) == new[first]}
     assert sorted(new)[1:-1] == sorted(kept)
-    assert zlib.decompress(after.gzipped, 31) == expected_body(window, lo, hi, Place(3, 10))
+    assert zlib.decompress(after.gzipped, 31) == expected_body(window, after)
     assert msgspec.json.decode(zlib.decompress(after.gzipped, 31))["prices"][-1]["price"] == 1.5
 
 
@@ -109,4 +117,39 @@ def test_a_change_inside_the_window_deflates_again_every_part_from_it_on() -> No
     firsts = sorted(new)
     assert all(old[first] == new[first] for first in firsts[:4])
     assert all(old[first] != new[first] for first in firsts[4:5])
-    assert zlib.decompress(after.gzipped, 31) == expected_body(window, 0, 1_440, Place(3, 10))
+    assert zlib.decompress(after.gzipped, 31) == expected_body(window, after)
+
+
+def test_an_answer_built_from_kept_parts_is_the_one_built_afresh() -> None:
+    """After a cycle the stdv and the ETag come from the kept parts' sums and digests and the
+    new parts' own: the same bytes and validators as a worker that builds it from nothing."""
+    window = day_window(minutes=1_440, offset=30)
+    window.answer_for(0, 1_440, Place(3, 10))
+    new_instant = START_US + (30 + 1_440) * MINUTE_US
+    window.replace(new_instant, new_instant, [new_instant], [1.5], new_instant - DAY_US, {})
+    lo, hi = window.span(new_instant + 1_000_000)
+    rebuilt = window.answer_for(lo, hi, Place(3, 10))
+
+    fresh = Window(1, "kraken", "btcusd", window.times[lo:hi], window.prices[lo:hi])
+    afresh = fresh.answer_for(0, hi - lo, Place(3, 10))
+    assert rebuilt.gzipped == afresh.gzipped
+    assert rebuilt.tags == afresh.tags
+    assert rebuilt.stdv == afresh.stdv
+
+
+@pytest.mark.parametrize(
+    ("level", "spread"), [(97_000.0, 50.0), (0.000_123, 0.000_001), (61_234.5, 0.000_01)]
+)
+def test_the_stdv_merged_from_parts_is_that_of_all_the_prices(level: float, spread: float) -> None:
+    """Prices near a level far above their spread (where sums of squares lose digits), for
+    spans beginning and ending inside parts, and for one and two prices."""
+    generator = random.Random(level)
+    window = day_window()
+    for i in range(len(window.prices)):
+        window.prices[i] = level + generator.gauss(0, spread)
+    for lo, hi in ((0, 1_440), (37, 1_001), (119, 121), (1_438, 1_440)):
+        answer = window.answer_for(lo, hi, Place(None, 0))
+        expected = statistics.stdev(window.prices[lo:hi])
+        assert answer.stdv is not None
+        assert math.isclose(answer.stdv, expected, rel_tol=1e-12)
+    assert window.answer_for(5, 6, Place(None, 0)).stdv is None
