@@ -198,7 +198,7 @@ class Window:
             kept_bytes = memoryview(kept.gzipped)
         times, prices, exchange, symbol = self.times, self.prices, self.exchange, self.symbol
         member = GzipMember()
-        member.add_text(history_head(exchange, symbol))
+        member.add_stored(history_head(exchange, symbol))
         parts, moments, digests = array("q"), array("d"), bytearray()
         a = lo
         while a < hi:
