@@ -39,6 +39,9 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 # Texts of instants kept at most: a day of 10-second cycles, twice over.
 MAX_INSTANTS = 20_000
 
+# What part_moments gives for each part, and sample_stdv takes end to end.
+PART_MOMENTS = 3
+
 _encode = msgspec.json.encode
 
 
@@ -66,15 +69,15 @@ def part_moments(prices: array[float]) -> tuple[float, float, float]:
 
 def sample_stdv(counts: Sequence[int], moments: Sequence[float]) -> float | None:
     """The sample standard deviation of prices given in parts, as SQL's stddev_samp (None for
-    fewer than two prices), from each part's count and `part_moments` (three numbers a part,
-    end to end), so that a part's sums serve every answer that holds it whole. With the mean
+    fewer than two prices), from each part's count and `part_moments` (PART_MOMENTS numbers
+    a part, end to end), so that a part's sums serve every answer that holds it whole. With the mean
     m of all the prices, each part adds B + (c - m)(2A + n(c - m)) to the sum of squared
     deviations: for prices whose spread is a billionth of their level it agrees with one sum
     over all of them to ~1e-14 (tests/unit/test_price_body.py)."""
     n = sum(counts)
     if n < 2:
         return None
-    centres, deviations, squares = moments[0::3], moments[1::3], moments[2::3]
+    centres, deviations, squares = (moments[i::PART_MOMENTS] for i in range(PART_MOMENTS))
     mean = math.fsum(chain(map(operator.mul, counts, centres), deviations)) / n
     spread = math.fsum(
         part_squares + (centre - mean) * (2 * part_deviations + count * (centre - mean))

@@ -39,6 +39,7 @@ from psycopg import AsyncConnection
 
 from api.announcements import MARKETS, RANKING, TICKS, Announcement
 from api.price_body import (
+    PART_MOMENTS,
     GzipMember,
     entity_tag,
     gzip_tag,
@@ -110,7 +111,7 @@ class Answer:
     of prices (doubled, plus one if a comma leads it), its text's CRC-32 and length, and where
     its bytes are in `gzipped` and how many. What the stdv and the ETag need of a part is kept
     too, so that they are not computed again over the whole span: its prices' mean and sums of
-    deviations (three numbers a part in `moments`: see sample_stdv) and its digest
+    deviations (PART_MOMENTS numbers a part in `moments`: see sample_stdv) and its digest
     (`digests`, end to end)."""
 
     key: tuple[int, int, int, Place]  # the window's version, lo, hi, and the place
@@ -211,7 +212,7 @@ class Window:
                 fields = old * PART_FIELDS
                 crc, size, at, length = kept.parts[fields + 2 : fields + PART_FIELDS]
                 member.add(kept_bytes[at : at + length], crc, size)
-                moments.extend(kept.moments[old * 3 : old * 3 + 3])
+                moments.extend(kept.moments[old * PART_MOMENTS : (old + 1) * PART_MOMENTS])
                 digests += kept.digests[old * DIGEST_BYTES : (old + 1) * DIGEST_BYTES]
             else:
                 part_times, part_prices = times[a:b], prices[a:b]
@@ -228,7 +229,8 @@ class Window:
             counts = [doubled >> 1 for doubled in parts[1::PART_FIELDS]]
             stdv = sample_stdv(counts, moments)
         gzipped = member.finish(history_rest(stdv, place.rank, place.ranked))
-        etag = entity_tag(exchange, symbol, bytes(digests), place.rank, place.ranked)
+        digests_bytes = bytes(digests)
+        etag = entity_tag(exchange, symbol, digests_bytes, place.rank, place.ranked)
         self.answer = Answer(
             key,
             etag.encode(),
@@ -238,7 +240,7 @@ class Window:
             stdv,
             parts,
             moments,
-            bytes(digests),
+            digests_bytes,
         )
         self.changed_from = sys.maxsize
         return self.answer
