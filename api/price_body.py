@@ -70,10 +70,10 @@ def part_moments(prices: array[float]) -> tuple[float, float, float]:
 def sample_stdv(counts: Sequence[int], moments: Sequence[float]) -> float | None:
     """The sample standard deviation of prices given in parts, as SQL's stddev_samp (None for
     fewer than two prices), from each part's count and `part_moments` (PART_MOMENTS numbers
-    a part, end to end), so that a part's sums serve every answer that holds it whole. With the mean
-    m of all the prices, each part adds B + (c - m)(2A + n(c - m)) to the sum of squared
-    deviations: for prices whose spread is a billionth of their level it agrees with one sum
-    over all of them to ~1e-14 (tests/unit/test_price_body.py)."""
+    a part, end to end), so that a part's sums serve every answer that holds it whole. With
+    the mean m of all the prices, each part adds B + (c - m)(2A + n(c - m)) to the sum of
+    squared deviations: for prices whose spread is a billionth of their level it agrees with
+    one sum over all of them to ~1e-14 (tests/unit/test_price_body.py)."""
     n = sum(counts)
     if n < 2:
         return None

@@ -222,8 +222,7 @@ class Window:
                 digests += part_digest(part_times, part_prices)
             parts.extend((first, count, crc, size, offset, length))
             a = b
-        same_prices = kept is not None and kept.key[:3] == key[:3]
-        if kept is not None and same_prices:
+        if kept is not None and kept.key[:3] == key[:3]:  # the same prices
             stdv = kept.stdv
         else:
             counts = [doubled >> 1 for doubled in parts[1::PART_FIELDS]]
