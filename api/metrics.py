@@ -66,9 +66,24 @@ REQUEST_SECONDS = Histogram(
 )
 
 
+# Each label set's histogram child, kept: looking it up by its labels costs more than the
+# observation.
+_REQUEST_SERIES: dict[tuple[str, str, int], Any] = {}
+
+
+def observe_request(method: str, path_template: str, status: int, seconds: float) -> None:
+    """Count and time one HTTP request by method, route template and status."""
+    key = (method, path_template, status)
+    series = _REQUEST_SERIES.get(key)
+    if series is None:
+        series = _REQUEST_SERIES[key] = REQUEST_SECONDS.labels(method, path_template, str(status))
+    series.observe(seconds)
+
+
 def request_metrics(app: ASGIApp) -> ASGIApp:
     """Litestar middleware: time each HTTP request into a histogram by method, route template
-    and status (its `_count` counts them; 5xx is a status_code).
+    and status (its `_count` counts them; 5xx is a status_code). A /prices answer sent from
+    memory before routing (api/asgi.py) is timed there, under its route's template.
 
     Not Litestar's PrometheusMiddleware: it builds a Request and its URL, a label dict and a
     wrapped `send` per request, goes through AbstractMiddleware's bypass check, and updates a
@@ -76,7 +91,6 @@ def request_metrics(app: ASGIApp) -> ASGIApp:
     request, against ~30 µs for a whole hot /prices answer in-process. This keeps each label
     set's histogram child: with the memory/SQL counter, ~5 µs (bench/RESULTS.md).
     """
-    children: dict[tuple[str, str, int], Any] = {}
 
     async def measured(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -94,11 +108,8 @@ def request_metrics(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, status_send)
         finally:
-            key = (scope["method"], scope.get("path_template") or "unrouted", status)
-            series = children.get(key)
-            if series is None:
-                series = children[key] = REQUEST_SECONDS.labels(key[0], key[1], str(status))
-            series.observe(perf_counter() - started)
+            template = scope.get("path_template") or "unrouted"
+            observe_request(scope["method"], template, status, perf_counter() - started)
 
     return measured
 

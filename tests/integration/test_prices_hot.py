@@ -208,3 +208,38 @@ async def test_gzip_is_served_to_clients_that_accept_it(
     for tag in (plain.headers["etag"], coded.headers["etag"]):
         again = await hot_api.get(path, headers={"If-None-Match": tag})
         assert 304 == again.status_code
+
+
+async def test_an_answer_sent_before_routing_is_the_one_the_route_sends(
+    hot_api: httpx.AsyncClient, history: str
+) -> None:
+    """A held pair's answer, sent by api/asgi.py before Litestar routes the request, has the
+    status, headers and bytes Litestar's /prices route sends (reached here through a trailing
+    slash, which only Litestar's routing takes): plain, gzip-coded, 304 and HEAD."""
+    exchange, symbol = (await pairs(history))[0]
+    path = f"/prices/{exchange}/{symbol}"
+    tag = (await hot_api.get(path)).headers["etag"]
+    requests = [
+        ("GET", {"Accept-Encoding": "identity"}),
+        ("GET", {"Accept-Encoding": "gzip"}),
+        ("GET", {"If-None-Match": tag}),
+        ("HEAD", {"Accept-Encoding": "identity"}),
+    ]
+    for method, headers in requests:
+        early = await hot_api.request(method, path, headers=headers)
+        routed = await hot_api.request(method, path + "/", headers=headers)
+        assert early.status_code in (200, 304)
+        assert (early.status_code, early.content) == (routed.status_code, routed.content)
+        assert without_date(early.headers) == without_date(routed.headers)
+
+
+def without_date(headers: httpx.Headers) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in headers.multi_items() if name != "date"]
+
+
+async def test_a_host_header_litestar_refuses_gets_its_400_for_a_held_pair(
+    hot_api: httpx.AsyncClient, history: str
+) -> None:
+    exchange, symbol = (await pairs(history))[0]
+    response = await hot_api.get(f"/prices/{exchange}/{symbol}", headers={"Host": "bad host"})
+    assert 400 == response.status_code
