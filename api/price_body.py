@@ -17,7 +17,7 @@ import operator
 import struct
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from email.utils import format_datetime
 from itertools import chain, repeat
 
@@ -127,18 +127,34 @@ class GzipMember:
     minute prices quoted to six significant digits, 133 kB of JSON, deflates to ~11 kB in
     two-hour parts (~0.1 ms for all of them; zlib's level 1: 11 kB whole in 0.16 ms)."""
 
-    __slots__ = ("_crc", "_pieces", "_size", "length")
+    __slots__ = ("_pieces", "crc", "length", "size")
 
-    def __init__(self) -> None:
-        self._pieces: list[bytes | memoryview] = [GZIP_HEADER]
-        self._crc = self._size = 0
-        self.length = len(GZIP_HEADER)  # the bytes so far
+    def __init__(
+        self, start: bytes | memoryview = GZIP_HEADER, crc: int = 0, size: int = 0
+    ) -> None:
+        """A new member, or one whose bytes so far (its header included) are `start`, for a
+        text so far of this CRC-32 and length."""
+        self._pieces: list[bytes | memoryview] = [start]
+        self.crc, self.size = crc, size
+        self.length = len(start)  # the bytes so far
 
     def add(self, deflated: bytes | memoryview, crc: int, size: int) -> None:
         """A part deflated before: its bytes, and its text's CRC-32 and length."""
         self._pieces.append(deflated)
-        self._crc = zlib_ng.crc32_combine(self._crc, crc, size)
-        self._size += size
+        self.crc = zlib_ng.crc32_combine(self.crc, crc, size)
+        self.size += size
+        self.length += len(deflated)
+
+    def add_parts(
+        self, deflated: bytes | memoryview, crcs: Iterable[int], sizes: Iterable[int]
+    ) -> None:
+        """Parts deflated before, in a row: their bytes, and each text's CRC-32 and length."""
+        self._pieces.append(deflated)
+        crc, combine = self.crc, zlib_ng.crc32_combine
+        for part_crc, size in zip(crcs, sizes, strict=True):
+            crc = combine(crc, part_crc, size)
+            self.size += size
+        self.crc = crc
         self.length += len(deflated)
 
     def add_text(self, text: bytes) -> tuple[int, int, int]:
@@ -160,7 +176,7 @@ class GzipMember:
     def finish(self, text: bytes) -> bytes:
         """The member, with `text` stored last (ending the stream)."""
         self.add_stored(text, last=True)
-        trailer = struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
+        trailer = struct.pack("<II", self.crc, self.size & 0xFFFFFFFF)
         return b"".join((*self._pieces, trailer))
 
 

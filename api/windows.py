@@ -24,6 +24,7 @@ from __future__ import (
     annotations,  # array[int] in annotations (subscriptable at run time from 3.12)
 )
 
+import dataclasses
 import logging
 import sys
 import time
@@ -67,7 +68,7 @@ ANSWER_OVERHEAD_BYTES = 700
 # The prices of each two hours of the epoch are deflated apart (see Answer); their fields in
 # Answer.parts, and the length of a part's digest (Answer.digests).
 PART_US = 2 * 3_600 * 1_000_000
-PART_FIELDS = 6
+PART_FIELDS = 5
 DIGEST_BYTES = 16
 # The bulk load reads this many markets' windows a query; an announced change to ticks while
 # one is read makes it read again (it may predate the change).
@@ -108,11 +109,13 @@ class Answer:
     that the next answer deflates again only the parts whose prices changed: after a cycle,
     the last part and the first (whose oldest price left); after a new ranking, none (its stdv
     is kept too). `parts` holds, for each, PART_FIELDS numbers: its first instant, its count
-    of prices (doubled, plus one if a comma leads it), its text's CRC-32 and length, and where
-    its bytes are in `gzipped` and how many. What the stdv and the ETag need of a part is kept
-    too, so that they are not computed again over the whole span: its prices' mean and sums of
-    deviations (PART_MOMENTS numbers a part in `moments`: see sample_stdv) and its digest
-    (`digests`, end to end)."""
+    of prices, its text's CRC-32 and length, and how many bytes it takes in `gzipped` (the
+    first from `parts_at` on, the others after it, in order). What the stdv and the ETag need
+    of a part is kept too, so that they are not computed again over the whole span: its
+    prices' mean and sums of deviations (PART_MOMENTS numbers a part in `moments`: see
+    sample_stdv) and its digest (`digests`, end to end). The stdv and rank after the prices
+    are stored from `rest_at` on; `text_crc` and `text_size` are the CRC-32 and length of the
+    body before them."""
 
     key: tuple[int, int, int, Place]  # the window's version, lo, hi, and the place
     etag: bytes
@@ -123,6 +126,10 @@ class Answer:
     parts: array[int]
     moments: array[float]
     digests: bytes
+    parts_at: int
+    rest_at: int
+    text_crc: int
+    text_size: int
 
     @property
     def held_bytes(self) -> int:
@@ -135,14 +142,22 @@ class Answer:
         """The ETags of the plain and the gzip-coded answer."""
         return self.etag.decode(), self.gzip_etag.decode()
 
-    def parts_before(self, instant: int) -> dict[int, int]:
-        """The parts that end by `instant` (µs): their places in the tables, by first instant."""
-        parts = self.parts
-        return {
-            parts[i]: i // PART_FIELDS
-            for i in range(0, len(parts), PART_FIELDS)
-            if part_end(parts[i]) <= instant
-        }
+    def parts_bytes(self, i: int, j: int) -> memoryview:
+        """The deflated bytes of parts [i, j), in a row."""
+        lengths = self.parts[PART_FIELDS - 1 :: PART_FIELDS]
+        start = self.parts_at + sum(lengths[:i])
+        return memoryview(self.gzipped)[start : start + sum(lengths[i:j])]
+
+    def run_from(self, first: int, leading: bool, before: int) -> tuple[int, int]:
+        """The parts [i, j) that a new answer may take as they are from the part starting at
+        `first` on (`leading`: as the new answer's first part, not led by a comma): those
+        that end by `before` (µs: the earliest instant changed since), their first starting
+        at `first`; (0, 0) when there is none."""
+        firsts = self.parts[::PART_FIELDS]
+        i = bisect_left(firsts, first)
+        if i == len(firsts) or firsts[i] != first or (i == 0) != leading:
+            return 0, 0
+        return i, max(i, bisect_left(firsts, before - before % PART_US, i))
 
 
 def part_end(instant: int) -> int:
@@ -193,40 +208,36 @@ class Window:
         kept = self.answer
         if kept is not None and kept.key == key:
             return kept
-        reusable: dict[int, int] = {}
-        if kept is not None:  # every part, if only the place changed (changed_from is then max)
-            reusable = kept.parts_before(self.changed_from)
-            kept_bytes = memoryview(kept.gzipped)
+        if kept is not None and kept.key[:3] == key[:3]:  # the same prices
+            self.answer = self._placed(kept, key)
+            return self.answer
         times, prices, exchange, symbol = self.times, self.prices, self.exchange, self.symbol
         member = GzipMember()
         member.add_stored(history_head(exchange, symbol))
+        parts_at = member.length
         parts, moments, digests = array("q"), array("d"), bytearray()
         a = lo
         while a < hi:
-            first = times[a]
-            b = bisect_left(times, part_end(first), a, hi)
-            count = (b - a) * 2 + (a > lo)
-            offset = member.length
-            old = reusable.get(first, -1)
-            if old >= 0 and kept is not None and kept.parts[old * PART_FIELDS + 1] == count:
-                fields = old * PART_FIELDS
-                crc, size, at, length = kept.parts[fields + 2 : fields + PART_FIELDS]
-                member.add(kept_bytes[at : at + length], crc, size)
-                moments.extend(kept.moments[old * PART_MOMENTS : (old + 1) * PART_MOMENTS])
-                digests += kept.digests[old * DIGEST_BYTES : (old + 1) * DIGEST_BYTES]
+            i, j, b = self._kept_run(kept, a, lo, hi)
+            if i < j and kept is not None:
+                fields = kept.parts[i * PART_FIELDS : j * PART_FIELDS]
+                crcs, sizes = fields[2::PART_FIELDS], fields[3::PART_FIELDS]
+                member.add_parts(kept.parts_bytes(i, j), crcs, sizes)
+                parts.extend(fields)
+                moments.extend(kept.moments[i * PART_MOMENTS : j * PART_MOMENTS])
+                digests += kept.digests[i * DIGEST_BYTES : j * DIGEST_BYTES]
             else:
+                first = times[a]
+                b = bisect_left(times, part_end(first), a, hi)
                 part_times, part_prices = times[a:b], prices[a:b]
                 text = history_points(exchange, symbol, part_times, part_prices)
                 crc, size, length = member.add_text(b"," + text if a > lo else text)
+                parts.extend((first, b - a, crc, size, length))
                 moments.extend(part_moments(part_prices))
                 digests += part_digest(part_times, part_prices)
-            parts.extend((first, count, crc, size, offset, length))
             a = b
-        if kept is not None and kept.key[:3] == key[:3]:  # the same prices
-            stdv = kept.stdv
-        else:
-            counts = [doubled >> 1 for doubled in parts[1::PART_FIELDS]]
-            stdv = sample_stdv(counts, moments)
+        stdv = sample_stdv(parts[1::PART_FIELDS], moments)
+        text_crc, text_size, rest_at = member.crc, member.size, member.length
         gzipped = member.finish(history_rest(stdv, place.rank, place.ranked))
         digests_bytes = bytes(digests)
         etag = entity_tag(exchange, symbol, digests_bytes, place.rank, place.ranked)
@@ -240,9 +251,41 @@ class Window:
             parts,
             moments,
             digests_bytes,
+            parts_at,
+            rest_at,
+            text_crc,
+            text_size,
         )
         self.changed_from = sys.maxsize
         return self.answer
+
+    def _kept_run(self, kept: Answer | None, a: int, lo: int, hi: int) -> tuple[int, int, int]:
+        """The kept answer's parts [i, j) that this answer may take as they are from tick `a`
+        on (no change since reached them, and each holds the same ticks here), and the tick
+        after them; (0, 0, a) when there is none. Only the last of them can hold fewer ticks
+        than here (the kept span ended inside it) or more (this one does)."""
+        if kept is None:
+            return 0, 0, a
+        i, j = kept.run_from(self.times[a], a == lo, self.changed_from)
+        counts = kept.parts[1::PART_FIELDS]
+        while i < j:
+            b = a + sum(counts[i:j])
+            last_end = part_end(kept.parts[(j - 1) * PART_FIELDS])
+            if b == hi or (b < hi and self.times[b] >= last_end):
+                return i, j, b
+            j -= 1
+        return 0, 0, a
+
+    def _placed(self, kept: Answer, key: tuple[int, int, int, Place]) -> Answer:
+        """The kept answer in a new place: the same prices and stdv, a new rest and ETag."""
+        place = key[3]
+        text = memoryview(kept.gzipped)[: kept.rest_at]
+        member = GzipMember(text, kept.text_crc, kept.text_size)
+        gzipped = member.finish(history_rest(kept.stdv, place.rank, place.ranked))
+        etag = entity_tag(self.exchange, self.symbol, kept.digests, place.rank, place.ranked)
+        return dataclasses.replace(
+            kept, key=key, etag=etag.encode(), gzip_etag=gzip_tag(etag).encode(), gzipped=gzipped
+        )
 
     def holds(self, start: int, end: int) -> bool:
         """Whether the window holds a tick in [start, end]."""
