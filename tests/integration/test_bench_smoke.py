@@ -12,6 +12,7 @@ import pytest
 
 from bench import (
     backfill,
+    first_seconds,
     footprint,
     generate,
     hot_read,
@@ -173,6 +174,36 @@ def test_outside_compares_wrk_and_our_generator_on_both_servers(database_url: st
             assert 0 == compared[side]["errors"]
         assert finite(compared["ratio"])
     assert result["cycles_error"] is None
+
+
+def test_first_seconds_times_the_start_and_a_compression_with_wrk(
+    database_url: str, edition: str
+) -> None:
+    """wrk right after /health answers (and, on the Timescale-License edition, right after the
+    oldest chunk is compressed, which is decompressed again), then a second-by-second
+    timeline: rates and latencies, no errors."""
+    if shutil.which("wrk") is None:  # a CI run fails without it (.ci/run installs it)
+        message = "wrk is not installed: apt-get install -y --no-install-recommends wrk"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    generate.main(["--database-url", database_url, "--pairs", "20", "--days", "0.05"])
+    compress = "--compress" if edition == "timescale" else "--no-compress"
+    result = first_seconds.main(
+        ["--database-url", database_url, "--seconds", "1", "--timeline", "2",
+         "--connections", "2", compress]
+    )  # fmt: skip
+    runs = [result["start"]["wrk"], *result["timeline"]]
+    if edition == "timescale":
+        runs.append(result["start"]["compression"]["wrk"])
+    else:
+        assert "compression" not in result["start"]
+    for run in runs:
+        assert run["requests"] > 0
+        assert 0 == run["errors"]
+        assert finite(run["p50_ms"])
+        assert finite(run["p99_ms"])
+    assert 2 == len(result["timeline"])
 
 
 def test_profile_summary_ranks_frames(tmp_path: Path) -> None:
