@@ -13,8 +13,11 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from zlib_ng import zlib_ng
 
+from api import price_body
 from api.models import Price, PriceHistory
+from api.price_body import GZIP_LEVEL, RAW_DEFLATE_WBITS
 from api.windows import PART_FIELDS, Answer, Place, Window
 
 START_US = 1_764_547_200_000_000  # 2025-12-01 00:00 UTC, on a part's boundary
@@ -73,6 +76,20 @@ def test_every_decoder_reads_the_json_of_the_price_history() -> None:
         body = zlib.decompress(answer.gzipped, 31)
         assert body == expected_body(window, answer)
         assert body == gzip.decompress(answer.gzipped) == decoded_by_gzip_tool(answer.gzipped)
+
+
+def test_a_text_deflates_to_the_same_bytes_whatever_was_deflated_before() -> None:
+    """Every part is deflated by one compressor: what comes out for a text is what a new
+    compressor gives it, and inflates alone, whatever texts went before (a text seen before
+    included: no match may reach back to it)."""
+    rng = random.Random(5)
+    texts = [rng.randbytes(rng.randrange(1, 3_000)) * rng.randrange(1, 9) for _ in range(40)]
+    texts += [b"".join(texts[:5]), texts[0], texts[1][:100], b"x"]
+    for text in texts:
+        new = zlib_ng.compressobj(GZIP_LEVEL, zlib.DEFLATED, RAW_DEFLATE_WBITS)
+        deflated = price_body._deflate(text)
+        assert deflated == new.compress(text) + new.flush(zlib.Z_FULL_FLUSH)
+        assert zlib.decompressobj(RAW_DEFLATE_WBITS).decompress(deflated) == text
 
 
 def test_a_new_place_reuses_every_part_and_the_stdv() -> None:
