@@ -238,15 +238,17 @@ async def hot_window(
     cache: ResponseCache, exchange: str, symbol: str
 ) -> tuple[Window | None, Place | None]:
     """The pair's window and place kept in memory, once every commit visible when the request
-    came is in them (a sync round of the listener);
-    (None, None) when not kept, or (None, place) when only its place is."""
+    came is in them (a sync round of the listener), and once a bulk load under way has read
+    it (api/load_pages.py); (None, None) when not kept, or (None, place) when only its place
+    is."""
     windows = cache.windows
     if not (cache.windows_trusted() and await cache.synced() and windows.serving):
         return None, None
     market_id = windows.market_id(exchange, symbol)
     if market_id is None:
         return None, None
-    return windows.window(market_id), windows.place(market_id)
+    window = windows.window(market_id) or await windows.held_soon(market_id)
+    return window, windows.place(market_id)
 
 
 async def read_window(

@@ -14,31 +14,36 @@ window, whatever its length; a chunk dropped inside the 24 hours is cut out of e
 deleted market changes that pair's window alone. Anything else (a write from psql, an
 update, a delete, a span that is no sane one: api/announcements.py) drops every window, and
 they are loaded again in bulk: `load` reads every pair's window in pages of markets by id,
-a few queries in all, while requests are answered from SQL meanwhile. Before a request is
-answered from memory, the listener proves that every commit visible when it came has been
-read (api/freshness.py). Which name a pair has (markets) and its place in the stored ranking
-are kept here too.
+a few queries in all, and the windows that requests wait for meanwhile before the others
+(api/load_pages.py). Before a request is answered from memory, the listener proves that
+every commit visible when it came has been read (api/freshness.py). Which name a pair has
+(markets) and its place in the stored ranking are kept here too.
 """
 
 from __future__ import (
     annotations,  # array[int] in annotations (subscriptable at run time from 3.12)
 )
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import sys
 import time
 from array import array
+from asyncio import FIRST_COMPLETED
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 
 from api.announcements import MARKETS, RANKING, TICKS, Announcement
+from api.load_pages import LoadPages, Read
 from api.price_body import (
     PART_MOMENTS,
     GzipMember,
@@ -72,7 +77,13 @@ PART_FIELDS = 5
 DIGEST_BYTES = 16
 # The bulk load reads this many markets' windows a query; an announced change to ticks while
 # one is read makes it read again (it may predate the change).
-LOAD_PAGE_MARKETS = 500
+LOAD_PAGE_MARKETS = 100
+# The load reads on this many connections at once: one page is read while another is kept.
+LOAD_CONNECTIONS = 2
+# The load lets requests be answered between each this many windows it keeps (~5 ms); a
+# request for a window it has not kept waits at most this long for it (api/load_pages.py).
+ADMIT_BATCH = 50
+LOAD_WAIT_SECONDS = 1.0
 # A written span is read back in batches of this many markets (a server-side cursor).
 SPAN_BATCH_MARKETS = 1_000
 # PostgreSQL's epoch (2000-01-01), in µs since the Unix epoch; and how many arrays of times
@@ -333,6 +344,7 @@ class PriceWindows:
         self._bytes = 0
         self._markets: dict[tuple[str, str], int] = {}
         self._places: dict[int, Place] = {}  # the ranked pairs'
+        self._pages: LoadPages | None = None  # those of the load under way
         self._unranked = Place(None, 0)  # every other's
         # How far back a write may name instants (storage_settings), read at each start.
         self.retention_us = DEFAULT_RETENTION_US
@@ -390,45 +402,113 @@ class PriceWindows:
     async def load(
         self, conninfo: str, caught_up: Callable[[], Awaitable[None]] = nothing_to_wait_for
     ) -> None:
-        """Read every pair's window, a page of markets a query, on a connection of its own,
-        keeping each that fits (not those held already), until all are read or no more fit.
-        A page read while a change to ticks was announced is read again. Each page is read
-        once `caught_up` returns (on a standby: once it shows every change announced)."""
+        """Read every pair's window, a page of markets a query, keeping each that fits (not
+        those held already), until all are read or no more fit. LOAD_CONNECTIONS connections
+        of its own each read the next page, so that one is read while another is kept, and
+        one more reads the windows requests wait for (`held_soon`), all asked since its last
+        read at once; requests are answered between every few windows kept. A read made while
+        a change to ticks was announced is read again. Each read is made once `caught_up`
+        returns (on a standby: once it shows every change announced)."""
         self.loads += 1
-        started, after, pages = time.monotonic(), 0, 0
+        started = time.monotonic()
+        pages = self._pages = LoadPages(sorted(self._markets.values()), LOAD_PAGE_MARKETS)
         converted: dict[bytes, array[int]] = {}
-        async with await psycopg.AsyncConnection.connect(
-            conninfo, autocommit=True, application_name="datatracker-api-load"
-        ) as conn:
+        queries = 0
+
+        async def read(conn: AsyncConnection, taken: Read) -> bool:
+            """Keep the windows of one read; False once no more fit."""
+            nonlocal queries
             while self.serving:
                 version = self.version
                 await caught_up()
                 since = instant(time.time_ns() // 1000 - DAY_US)
-                params = {"after": after, "limit": LOAD_PAGE_MARKETS, "since": since}
-                cursor = await conn.execute(QUERIES["windows_after"], params, binary=True)
+                params = {"ids": taken.ids, "above": taken.above, "since": since}
+                cursor = await conn.execute(QUERIES["windows_of"], params, binary=True)
                 rows = await cursor.fetchall()
-                pages += 1
-                if not rows:
-                    break
+                queries += 1
                 if version != self.version:
                     continue
-                fits = all(
-                    self.admit(
-                        Window(market, exchange, symbol, *columns(times, prices, converted)),
-                        version,
-                    )
-                    for market, exchange, symbol, times, prices in rows
-                )
-                if not fits:
+                fits = await self._admit_page(rows, version, converted, pages)
+                if version == self.version or not fits:
+                    pages.kept(taken.ids)  # those with no window (gone, or not kept)
+                    return fits
+            return True
+
+        async def read_pages() -> None:
+            async with await self._connect(conninfo) as conn:
+                while self.serving and (taken := pages.take()) is not None:
+                    if not await read(conn, taken):
+                        return
+
+        async def read_asked() -> None:
+            async with await self._connect(conninfo) as conn:
+                while self.serving and await read(conn, await pages.take_asked()):
+                    pass
+
+        readers = {asyncio.create_task(read_pages()) for _ in range(LOAD_CONNECTIONS)}
+        asked = asyncio.create_task(read_asked())
+        tasks = [*readers, asked]
+        try:
+            while readers:  # the asked windows are read until every page is
+                done, _ = await asyncio.wait([*readers, asked], return_when=FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # its error, if any
+                if asked in done:
                     break
-                after = rows[-1][0]
+                readers -= done
+        finally:
+            pages.end()
+            if self._pages is pages:
+                self._pages = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            for task in tasks:
+                if not task.cancelled():
+                    task.exception()  # seen: a read that failed ended the load
         log.info(
             "price windows loaded: %d pairs, %.1f MiB, in %.1f s (%d queries)",
             len(self._windows),
             self._bytes / 2**20,
             time.monotonic() - started,
-            pages,
+            queries,
         )
+
+    @staticmethod
+    async def _connect(conninfo: str) -> AsyncConnection:
+        return await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, application_name="datatracker-api-load"
+        )
+
+    async def _admit_page(
+        self,
+        rows: list[tuple[Any, ...]],
+        version: int,
+        converted: dict[bytes, array[int]],
+        pages: LoadPages,
+    ) -> bool:
+        """Keep the windows of a read of the load, letting requests be answered between every
+        ADMIT_BATCH of them (those waiting for one kept go on); False when one did not fit. A
+        change announced meanwhile stops the rest being kept (`admit`): they are read again."""
+        for first in range(0, len(rows), ADMIT_BATCH):
+            batch = rows[first : first + ADMIT_BATCH]
+            for market, exchange, symbol, times, prices in batch:
+                window = Window(market, exchange, symbol, *columns(times, prices, converted))
+                if not self.admit(window, version):
+                    return False
+            pages.kept(row[0] for row in batch if row[0] in self._windows)
+            await asyncio.sleep(0)
+        return True
+
+    async def held_soon(self, market_id: int) -> Window | None:
+        """The market's window, once a load under way has kept it (asked for, it is read at
+        once), waiting at most LOAD_WAIT_SECONDS; None when it is not held then."""
+        pages = self._pages
+        if pages is not None and market_id not in self._windows:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LOAD_WAIT_SECONDS):
+                    await pages.until_kept(market_id)
+        return self._windows.get(market_id)
 
     # The listener's side (api/cache.py): announce on receipt, then apply.
 

@@ -32,12 +32,12 @@ WHERE time >= %(start)s AND time <= %(end)s
 GROUP BY market_id
 ORDER BY market_id;
 
--- name: windows_after
--- The windows of the next %(limit)s markets after id %(after)s, by id: their ticks from
--- %(since)s on, as ticks_between gives them (market_id, exchange, symbol, times, prices);
--- empty columns for a market with none. One page of the bulk load (api/windows.py). Each
--- market's ticks are read in order from the primary key alone, which carries the price, and
--- joined in that order (an ORDER BY inside the aggregates would sort them again: twice as
+-- name: windows_of
+-- The windows of the markets whose ids are in %(ids)s or above %(above)s, by id: their ticks
+-- from %(since)s on, as ticks_between gives them (market_id, exchange, symbol, times,
+-- prices); empty columns for a market with none. One read of the bulk load (api/windows.py).
+-- Each market's ticks are read in order from the primary key alone, which carries the price,
+-- and joined in that order (an ORDER BY inside the aggregates would sort them again: twice as
 -- slow; the load checks the order).
 SELECT m.id, m.exchange, m.symbol, coalesce(w.times, '') AS times, coalesce(w.prices, '') AS prices
 FROM markets AS m
@@ -50,9 +50,8 @@ CROSS JOIN LATERAL (
         ORDER BY time
     ) AS t
 ) AS w
-WHERE m.id > %(after)s
-ORDER BY m.id
-LIMIT %(limit)s;
+WHERE m.id = ANY(%(ids)s) OR m.id > %(above)s
+ORDER BY m.id;
 
 -- name: chunk_ranges
 -- The span of each chunk of ticks, in µs since the epoch: (start, end), end exclusive. Read
