@@ -78,8 +78,11 @@ DIGEST_BYTES = 16
 # The bulk load reads this many markets' windows a query; an announced change to ticks while
 # one is read makes it read again (it may predate the change).
 LOAD_PAGE_MARKETS = 100
-# The load reads on this many connections at once: one page is read while another is kept.
-LOAD_CONNECTIONS = 2
+# The load reads pages on this many connections at once (one page read while another is
+# kept), beside the one that reads the windows asked for. With two, the load alone takes
+# ~1.9 s instead of ~3.2 s at 10k pairs, but the database then takes both cores from the
+# requests that wait for it: the first 20 s under wrk had p99 19-21 ms against 15-16 ms.
+LOAD_CONNECTIONS = 1
 # The load lets requests be answered between each this many windows it keeps (~5 ms); a
 # request for a window it has not kept waits at most this long for it (api/load_pages.py).
 ADMIT_BATCH = 50
@@ -404,9 +407,9 @@ class PriceWindows:
     ) -> None:
         """Read every pair's window, a page of markets a query, keeping each that fits (not
         those held already), until all are read or no more fit. LOAD_CONNECTIONS connections
-        of its own each read the next page, so that one is read while another is kept, and
-        one more reads the windows requests wait for (`held_soon`), all asked since its last
-        read at once; requests are answered between every few windows kept. A read made while
+        of its own each read the next page, and one more reads the windows requests wait for
+        (`held_soon`), all asked since its last read at once; requests are answered between
+        every few windows kept. A read made while
         a change to ticks was announced is read again. Each read is made once `caught_up`
         returns (on a standby: once it shows every change announced)."""
         self.loads += 1
