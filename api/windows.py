@@ -78,11 +78,6 @@ DIGEST_BYTES = 16
 # The bulk load reads this many markets' windows a query; an announced change to ticks while
 # one is read makes it read again (it may predate the change).
 LOAD_PAGE_MARKETS = 100
-# The load reads pages on this many connections at once (one page read while another is
-# kept), beside the one that reads the windows asked for. With two, the load alone takes
-# ~1.9 s instead of ~3.2 s at 10k pairs, but the database then takes both cores from the
-# requests that wait for it: the first 20 s under wrk had p99 19-21 ms against 15-16 ms.
-LOAD_CONNECTIONS = 1
 # The load lets requests be answered between each this many windows it keeps (~5 ms); a
 # request for a window it has not kept waits at most this long for it (api/load_pages.py).
 ADMIT_BATCH = 50
@@ -406,12 +401,14 @@ class PriceWindows:
         self, conninfo: str, caught_up: Callable[[], Awaitable[None]] = nothing_to_wait_for
     ) -> None:
         """Read every pair's window, a page of markets a query, keeping each that fits (not
-        those held already), until all are read or no more fit. LOAD_CONNECTIONS connections
-        of its own each read the next page, and one more reads the windows requests wait for
-        (`held_soon`), all asked since its last read at once; requests are answered between
-        every few windows kept. A read made while
-        a change to ticks was announced is read again. Each read is made once `caught_up`
-        returns (on a standby: once it shows every change announced)."""
+        those held already), until all are read or no more fit. A connection of its own reads
+        the pages, and a second the windows requests wait for (`held_soon`), all asked since
+        its last read at once; requests are answered between every few windows kept. (Pages
+        read on two connections at once made the load alone faster at 10k pairs, 1.9 against
+        3.2 s, but the database then took both cores from the requests waiting for it: p99
+        19-21 ms against 15-16 ms in the first 20 s under wrk.) A read made while a change to
+        ticks was announced is read again. Each read is made once `caught_up` returns (on a
+        standby: once it shows every change announced)."""
         self.loads += 1
         started = time.monotonic()
         pages = self._pages = LoadPages(sorted(self._markets.values()), LOAD_PAGE_MARKETS)
@@ -448,17 +445,11 @@ class PriceWindows:
                 while self.serving and await read(conn, await pages.take_asked()):
                     pass
 
-        readers = {asyncio.create_task(read_pages()) for _ in range(LOAD_CONNECTIONS)}
-        asked = asyncio.create_task(read_asked())
-        tasks = [*readers, asked]
-        try:
-            while readers:  # the asked windows are read until every page is
-                done, _ = await asyncio.wait([*readers, asked], return_when=FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # its error, if any
-                if asked in done:
-                    break
-                readers -= done
+        tasks = [asyncio.create_task(read_pages()), asyncio.create_task(read_asked())]
+        try:  # the asked windows are read until every page is
+            done, _ = await asyncio.wait(tasks, return_when=FIRST_COMPLETED)
+            for task in done:
+                task.result()  # its error, if any
         finally:
             pages.end()
             if self._pages is pages:

@@ -60,7 +60,6 @@ async def test_a_window_asked_for_is_read_before_the_pages_nobody_asked_for(
     """One connection reads the pages, one market each, slowly: the last market's window,
     asked for at once, is held long before its page would be read."""
     monkeypatch.setattr(windows_module, "LOAD_PAGE_MARKETS", 1)
-    monkeypatch.setattr(windows_module, "LOAD_CONNECTIONS", 1)
     expected = await windows_in_sql(api_url)
     last = max(expected)
     windows = await started(api_url)
@@ -86,7 +85,6 @@ async def test_a_page_read_before_a_change_was_announced_is_read_again(
     it are the listener's to bring up to date; every other window the load keeps has the new
     minute, and the load keeps all eight."""
     monkeypatch.setattr(windows_module, "LOAD_PAGE_MARKETS", 4)
-    monkeypatch.setattr(windows_module, "LOAD_CONNECTIONS", 1)
     monkeypatch.setattr(windows_module, "ADMIT_BATCH", 1)
     markets, anchor_us = list(await windows_in_sql(api_url)), int(ANCHOR.timestamp() * 1e6)
     windows = await started(api_url)
