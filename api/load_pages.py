@@ -1,7 +1,7 @@
 """What a bulk load of the windows reads next, and who waits for which window.
 
-A load reads every market's window a page of markets at a time, in order of id, on a few
-connections at once (api/windows.py: PriceWindows.load). A request for a pair whose window is
+A load reads every market's window a page of markets at a time, in order of id, on a
+connection of its own (api/windows.py: PriceWindows.load). A request for a pair whose window is
 not held yet does not read it from SQL meanwhile: that would cost the API and the database
 more (~1.5 ms of the API's CPU a request, against ~0.06 ms a window read in bulk) and slow
 the load that every other request waits for. It asks for its window instead, and waits until
@@ -43,6 +43,11 @@ class LoadPages:
     def take(self) -> Read | None:
         """The next page; None once every page is taken."""
         return self._pages.pop() if self._pages else None
+
+    def again(self, page: Read) -> None:
+        """A page taken is to be read again (a change was announced while it was read): it
+        is the next taken."""
+        self._pages.append(page)
 
     async def take_asked(self) -> Read:
         """Every window asked for and not yet read, once there is one."""

@@ -44,6 +44,7 @@ from psycopg import AsyncConnection
 
 from api.announcements import MARKETS, RANKING, TICKS, Announcement
 from api.load_pages import LoadPages, Read
+from api.page_reader import PageReader
 from api.price_body import (
     PART_MOMENTS,
     GzipMember,
@@ -82,6 +83,8 @@ LOAD_PAGE_MARKETS = 100
 # request for a window it has not kept waits at most this long for it (api/load_pages.py).
 ADMIT_BATCH = 50
 LOAD_WAIT_SECONDS = 1.0
+# What the load's connections are named in pg_stat_activity.
+LOAD_APPLICATION = "datatracker-api-load"
 # A written span is read back in batches of this many markets (a server-side cursor).
 SPAN_BATCH_MARKETS = 1_000
 # PostgreSQL's epoch (2000-01-01), in µs since the Unix epoch; and how many arrays of times
@@ -402,48 +405,64 @@ class PriceWindows:
     ) -> None:
         """Read every pair's window, a page of markets a query, keeping each that fits (not
         those held already), until all are read or no more fit. A connection of its own reads
-        the pages, and a second the windows requests wait for (`held_soon`), all asked since
-        its last read at once; requests are answered between every few windows kept. (Pages
-        read on two connections at once made the load alone faster at 10k pairs, 1.9 against
-        3.2 s, but the database then took both cores from the requests waiting for it: p99
-        19-21 ms against 15-16 ms in the first 20 s under wrk.) A read made while a change to
-        ticks was announced is read again. Each read is made once `caught_up` returns (on a
-        standby: once it shows every change announced)."""
+        the pages, in a thread, and a second the windows requests wait for (`held_soon`), all
+        asked since its last read at once; requests are answered between every few windows
+        kept. A read made while a change to ticks was announced is read again. Each read is
+        made once `caught_up` returns (on a standby: once it shows every change announced).
+
+        The page after the one being kept is read meanwhile, and in a thread: the thread takes
+        the rows off the socket as they come, where the event loop, busy answering requests,
+        left the database waiting for it to drain them (at 10k pairs under wrk the load took
+        7.8-8.0 s so, 4.8-5.1 s in the thread). Pages read on two connections at once made the
+        load alone faster, 1.9 against 3.2 s, but the database then took both cores from the
+        requests waiting for it: p99 19-21 ms against 15-16 ms in the first 20 s under wrk."""
         self.loads += 1
         started = time.monotonic()
         pages = self._pages = LoadPages(sorted(self._markets.values()), LOAD_PAGE_MARKETS)
         converted: dict[bytes, array[int]] = {}
         queries = 0
 
-        async def read(conn: AsyncConnection, taken: Read) -> bool:
-            """Keep the windows of one read; False once no more fit."""
+        async def keep(taken: Read, version: int, rows: list[tuple[Any, ...]]) -> bool | None:
+            """Keep the windows of a read made at `version`: False once no more fit, None if
+            a change announced since means it must be read again."""
             nonlocal queries
-            while self.serving:
-                version = self.version
-                await caught_up()
-                since = instant(time.time_ns() // 1000 - DAY_US)
-                params = {"ids": taken.ids, "above": taken.above, "since": since}
-                cursor = await conn.execute(QUERIES["windows_of"], params, binary=True)
-                rows = await cursor.fetchall()
-                queries += 1
-                if version != self.version:
-                    continue
-                fits = await self._admit_page(rows, version, converted, pages)
-                if version == self.version or not fits:
-                    pages.kept(taken.ids)  # those with no window (gone, or not kept)
-                    return fits
-            return True
+            queries += 1
+            if version != self.version:
+                return None
+            fits = await self._admit_page(rows, version, converted, pages)
+            if version == self.version or not fits:
+                pages.kept(taken.ids)  # those with no window (gone, or not kept)
+                return fits
+            return None
 
         async def read_pages() -> None:
-            async with await self._connect(conninfo) as conn:
-                while self.serving and (taken := pages.take()) is not None:
-                    if not await read(conn, taken):
+            reader = PageReader(conninfo, QUERIES["windows_of"], read_params, LOAD_APPLICATION)
+            try:
+                await reader.open()
+                fetching = await reader.read(pages.take(), self.version, caught_up)
+                while self.serving and fetching is not None:
+                    taken, version, rows = fetching[0], fetching[1], await fetching[2]
+                    fetching = await reader.read(pages.take(), self.version, caught_up)
+                    kept = await keep(taken, version, rows)
+                    if kept is None:
+                        pages.again(taken)
+                    elif not kept:
                         return
+            finally:
+                reader.close()
 
         async def read_asked() -> None:
             async with await self._connect(conninfo) as conn:
-                while self.serving and await read(conn, await pages.take_asked()):
-                    pass
+                while self.serving:
+                    taken, kept = await pages.take_asked(), None
+                    while kept is None and self.serving:
+                        version = self.version
+                        await caught_up()
+                        params = read_params(taken)
+                        cursor = await conn.execute(QUERIES["windows_of"], params, binary=True)
+                        kept = await keep(taken, version, await cursor.fetchall())
+                    if kept is False:
+                        return
 
         tasks = [asyncio.create_task(read_pages()), asyncio.create_task(read_asked())]
         try:  # the asked windows are read until every page is
@@ -471,7 +490,7 @@ class PriceWindows:
     @staticmethod
     async def _connect(conninfo: str) -> AsyncConnection:
         return await psycopg.AsyncConnection.connect(
-            conninfo, autocommit=True, application_name="datatracker-api-load"
+            conninfo, autocommit=True, application_name=LOAD_APPLICATION
         )
 
     async def _admit_page(
@@ -666,6 +685,12 @@ class PriceWindows:
 def chunk_ids(storage: str) -> set[int]:
     """The ids of the chunks a ticks_storage() text names (`id:status:compressed id,…`)."""
     return {int(part.split(":", 1)[0]) for part in storage.split(",") if part}
+
+
+def read_params(taken: Read) -> dict[str, Any]:
+    """The parameters of windows_of for a read of the load, as of now."""
+    since = instant(time.time_ns() // 1000 - DAY_US)
+    return {"ids": taken.ids, "above": taken.above, "since": since}
 
 
 def columns(
