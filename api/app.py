@@ -20,6 +20,7 @@ from api.cache import ResponseCache
 from api.candles import candles
 from api.docs import assets_router, openapi_config
 from api.errors import bad_request
+from api.prebuild import Prebuilder
 from api.rankings import rankings
 from api.replica import Replica, ReplicaBehind
 from api.routes import health, price_history, provide_connection
@@ -96,7 +97,8 @@ def create_app(settings: Settings) -> Litestar:
     replica = None
     if listen_url != settings.database_url:
         replica = Replica(settings.database_url, listen_url, settings.api_replica_wait_seconds)
-    cache = ResponseCache(settings.api_cache_mb * 2**20, windows, replica)
+    prebuilder = Prebuilder(windows) if settings.api_prebuild and windows.enabled else None
+    cache = ResponseCache(settings.api_cache_mb * 2**20, windows, replica, prebuilder)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -105,6 +107,8 @@ def create_app(settings: Settings) -> Litestar:
         app.state.pool = pool
         app.state.cache = cache
         app.state.settings = settings  # /health judges freshness by the collect interval
+        if prebuilder is not None:
+            prebuilder.start()
         tasks = [asyncio.create_task(cache.listen(listen_url))]
         if settings.api_metrics:
             tasks.append(asyncio.create_task(metrics.follow(cache)))
@@ -116,6 +120,8 @@ def create_app(settings: Settings) -> Litestar:
                 with suppress(asyncio.CancelledError):
                     await task
             await pool.close()
+            if prebuilder is not None:
+                prebuilder.close()
             if replica is not None:
                 await replica.close()
 

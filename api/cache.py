@@ -52,6 +52,7 @@ from cachetools import TLRUCache
 from api import announcements, heap, metrics
 from api.first_row import first_row
 from api.freshness import Snapshot, nothing_completed_since, parse_snapshot
+from api.prebuild import Prebuilder
 from api.replica import Replica, ReplicaBehind
 from api.waiters import Waiters
 from api.windows import QUERIES, PriceWindows, chunk_ids
@@ -101,11 +102,16 @@ class ResponseCache:
     """Values by request key, at most `max_bytes` of them, least recently used out."""
 
     def __init__(
-        self, max_bytes: int, windows: PriceWindows | None = None, replica: Replica | None = None
+        self,
+        max_bytes: int,
+        windows: PriceWindows | None = None,
+        replica: Replica | None = None,
+        prebuilder: Prebuilder | None = None,
     ) -> None:
         self._max_bytes = max_bytes
         self.replica = replica  # the standby DATABASE_URL names, if it names one
         self.windows = windows if windows is not None else PriceWindows(0)
+        self.prebuilder = prebuilder  # builds the loaded windows' first answers beside
         self._entries: TLRUCache[Hashable, Entry] = TLRUCache(
             maxsize=max(max_bytes, 1),
             ttu=lambda _key, entry, _now: entry.expires,
@@ -225,6 +231,8 @@ class ResponseCache:
     async def _load_windows(self, conninfo: str) -> None:
         try:
             await self.windows.load(conninfo, self.caught_up)
+            if self.prebuilder is not None:
+                self.prebuilder.offer(self.windows.held())
         except (psycopg.Error, TimeoutError) as error:
             reason = str(error).strip().splitlines()[0] if str(error) else "no answer"
             log.warning("price windows not loaded in bulk, read when asked: %s", redact_dsn(reason))

@@ -1,4 +1,5 @@
-"""API worker processes end with the process that started them.
+"""API worker processes (and their helpers: api/prebuild.py) end with the process that
+started them.
 
 uvicorn's worker processes share the listening socket with their parent. Killed by SIGKILL,
 the OOM killer or a supervisor's timeout, the parent cannot stop them: they would serve on,
@@ -19,8 +20,9 @@ PR_SET_PDEATHSIG = 1
 
 
 def exit_with_parent() -> None:
-    """In a worker process: receive SIGTERM when the parent dies, and exit now if it already
-    has. Nothing in a single-process server (no parent to follow) or off Linux."""
+    """In a worker process (or a worker's helper): receive SIGTERM when the parent dies, and
+    exit now if it already has. Nothing in a single-process server (no parent to follow) or
+    off Linux."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return

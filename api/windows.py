@@ -391,6 +391,24 @@ class PriceWindows:
         self._bytes += size
         return True
 
+    def held(self) -> list[Window]:
+        """The windows held, the oldest kept first."""
+        return list(self._windows.values())
+
+    def adopt(self, window: Window, answer: Answer) -> bool:
+        """Keep an answer built elsewhere for the window (api/prebuild.py) if the window is
+        still held, has none yet, and has not changed since: every change to its columns
+        moves its version on, the version `answer.key` names (a job sent after a change, its
+        prices already changed in place, is refused so too)."""
+        if self._windows.get(window.market_id) is not window or window.answer is not None:
+            return False
+        if answer.key[0] != window.version:
+            return False
+        window.answer, window.changed_from = answer, sys.maxsize
+        self._bytes += answer.held_bytes
+        self._fit()
+        return True
+
     def answer(self, window: Window, lo: int, hi: int, place: Place) -> Answer:
         """The window's answer for [lo, hi) and `place`, kept with it (and counted)."""
         kept = window.answer

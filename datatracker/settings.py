@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # about 230 MB). 0 turns either off.
     api_cache_mb: int = Field(default=64, ge=0, le=65_536)
     api_windows_mb: float = Field(default=256, ge=0, le=65_536)
+    # Each API worker's helper process that builds the first answers of the windows after a
+    # bulk load (api/prebuild.py).
+    api_prebuild: bool = True
     # API processes; 0 (the default) means one per core.
     api_workers: int = Field(default=0, ge=0, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
