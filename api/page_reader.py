@@ -30,7 +30,7 @@ class PageReader:
         self._conn: psycopg.Connection[Any] | None = None
 
     async def open(self) -> None:
-        self._conn = await self._in_thread(self._connect)
+        await self._in_thread(self._connect)
 
     async def read(
         self, page: Read | None, version: int, caught_up: Callable[[], Awaitable[None]]
@@ -50,8 +50,9 @@ class PageReader:
     def _in_thread(self, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.Connection.connect(
+    def _connect(self) -> None:
+        # Kept here, in the thread: a load cancelled while this runs still has `close` close it.
+        self._conn = psycopg.Connection.connect(
             self._conninfo, autocommit=True, application_name=self._name
         )
 

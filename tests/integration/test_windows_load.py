@@ -4,6 +4,8 @@ announced while a page is read or kept is not missed: what the page read before 
 kept, and is read again."""
 
 import asyncio
+import contextlib
+import gc
 import time
 
 import psycopg
@@ -11,7 +13,7 @@ import pytest
 
 import api.windows as windows_module
 from api.announcements import TICKS, Announcement
-from api.windows import DAY_US, QUERIES, PriceWindows, Window
+from api.windows import DAY_US, LOAD_APPLICATION, QUERIES, PriceWindows, Window
 from datatracker.instants import instant
 from tests.integration.history import ANCHOR
 
@@ -113,3 +115,29 @@ async def test_a_page_read_before_a_change_was_announced_is_read_again(
         change = Announcement(TICKS, (anchor_us, anchor_us))
         await windows.apply(conn, change, time.time_ns() // 1000)
     assert {market: columns(windows.window(market)) for market in expected} == expected
+
+
+async def test_a_load_stopped_as_it_begins_leaves_no_connection_open(
+    history: str, api_url: str
+) -> None:
+    """Stopped while its connections are being opened (the listener lost, a load begun
+    again): each is closed once opened, none is left to the garbage collector."""
+    windows = await started(api_url)
+    load = asyncio.create_task(windows.load(api_url))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    load.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await load
+    async with await psycopg.AsyncConnection.connect(history, autocommit=True) as owner:
+        deadline = time.monotonic() + 10
+        while True:
+            gc.collect()  # a connection dropped unclosed warns here, failing the test
+            cursor = await owner.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                [LOAD_APPLICATION],
+            )
+            if (await cursor.fetchone() or (1,))[0] == 0:
+                break
+            assert time.monotonic() < deadline, "a load's connection is still open"
+            await asyncio.sleep(0.05)
