@@ -107,8 +107,6 @@ def create_app(settings: Settings) -> Litestar:
         app.state.pool = pool
         app.state.cache = cache
         app.state.settings = settings  # /health judges freshness by the collect interval
-        if prebuilder is not None:
-            prebuilder.start()
         tasks = [asyncio.create_task(cache.listen(listen_url))]
         if settings.api_metrics:
             tasks.append(asyncio.create_task(metrics.follow(cache)))

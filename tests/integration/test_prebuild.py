@@ -126,13 +126,20 @@ async def test_an_answer_built_beside_is_kept_only_for_its_window_as_it_was(
 def test_the_process_ends_with_the_worker_killed() -> None:
     """A worker killed outright (SIGKILL: no shutdown runs) leaves no process behind."""
     script = (
-        "import asyncio, sys\n"
+        "import asyncio, time\n"
+        "from array import array\n"
         "from api.prebuild import Prebuilder\n"
-        "from api.windows import PriceWindows\n"
+        "from api.windows import PriceWindows, Window\n"
         "async def main():\n"
-        "    prebuilder = Prebuilder(PriceWindows(0))\n"
-        "    prebuilder.start()\n"
-        "    await asyncio.sleep(2)\n"
+        "    windows = PriceWindows(2**20)\n"
+        "    windows.serving = True\n"
+        "    minute_ago = time.time_ns() // 1000 - 60_000_000\n"
+        "    window = Window(1, 'kraken', 'btcusd', array('q', [minute_ago]), array('d', [1.5]))\n"
+        "    windows.admit(window, windows.version)\n"
+        "    prebuilder = Prebuilder(windows)\n"
+        "    prebuilder.offer(windows.held())\n"
+        "    while window.answer is None:\n"
+        "        await asyncio.sleep(0.05)\n"
         "    print('ready', flush=True)\n"
         "    await asyncio.sleep(60)\n"
         "    prebuilder.close()\n"
@@ -158,17 +165,18 @@ async def test_with_its_process_gone_the_worker_builds_its_answers_itself(
     history: str, api_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     windows = await loaded(api_url)
+    first, *others = windows.held()
     prebuilder = Prebuilder(windows)
     try:
-        prebuilder.start()
-        await until(lambda: spawned(os.getpid()))
+        prebuilder.offer([first])
+        await until(lambda: first.answer is not None)
         for pid in spawned(os.getpid()):
             os.kill(pid, signal.SIGKILL)
-        prebuilder.offer(windows.held())
+        prebuilder.offer(others)
         await until(lambda: "first answers built only by requests" in caplog.text)
     finally:
         prebuilder.close()
-    assert all(window.answer is None for window in windows.held())
-    window = windows.held()[0]
+    assert all(window.answer is None for window in others)
+    window = others[0]
     place = windows.place(window.market_id)
     assert windows.answer(window, *window.span(now_us()), place) == built_here(window, place).answer
