@@ -97,7 +97,7 @@ class Prebuilder:
         batch, jobs, windows = [], list[Job](), self._windows
         while self._offered and len(jobs) < BATCH_WINDOWS:
             window = self._offered.popleft()
-            if window.answer is not None or windows.window(window.market_id) is not window:
+            if not windows.unanswered(window):
                 continue
             lo, hi = window.span(now_us)
             if lo == hi:

@@ -395,14 +395,16 @@ class PriceWindows:
         """The windows held, the oldest kept first."""
         return list(self._windows.values())
 
+    def unanswered(self, window: Window) -> bool:
+        """Whether the window is still held and has no answer yet."""
+        return self._windows.get(window.market_id) is window and window.answer is None
+
     def adopt(self, window: Window, answer: Answer) -> bool:
         """Keep an answer built elsewhere for the window (api/prebuild.py) if the window is
         still held, has none yet, and has not changed since: every change to its columns
         moves its version on, the version `answer.key` names (a job sent after a change, its
         prices already changed in place, is refused so too)."""
-        if self._windows.get(window.market_id) is not window or window.answer is not None:
-            return False
-        if answer.key[0] != window.version:
+        if not self.unanswered(window) or answer.key[0] != window.version:
             return False
         window.answer, window.changed_from = answer, sys.maxsize
         self._bytes += answer.held_bytes
@@ -459,9 +461,9 @@ class PriceWindows:
                 await reader.open()
                 fetching = await reader.read(pages.take(), self.version, caught_up)
                 while self.serving and fetching is not None:
-                    taken, version, rows = fetching[0], fetching[1], await fetching[2]
+                    taken, version, rows = fetching
                     fetching = await reader.read(pages.take(), self.version, caught_up)
-                    kept = await keep(taken, version, rows)
+                    kept = await keep(taken, version, await rows)
                     if kept is None:
                         pages.again(taken)
                     elif not kept:
