@@ -83,10 +83,13 @@ class Prebuilder:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def offer(self, windows: Iterable[Window]) -> None:
-        """Build these windows' answers beside, those a request has not built first."""
+        """Build these windows' answers beside, those a request has not built first (nothing,
+        once the process is gone)."""
+        if self._broken:
+            return
         self._offered.extend(windows)
         self._wake.set()
-        if self._task is None and not self._broken:
+        if self._task is None:
             self._task = asyncio.create_task(self._build())
 
     def _run(self, jobs: list[Job]) -> asyncio.Future[list[Answer]]:
@@ -131,6 +134,6 @@ class Prebuilder:
                 await self._wake.wait()
                 started, kept = time.monotonic(), 0
         except BrokenProcessPool as error:
-            self._broken = True
-            self._task = None
+            self._broken, self._task = True, None
+            self._offered.clear()  # not kept from the garbage collector after each load
             log.warning("first answers built only by requests from now on: %s", error)
