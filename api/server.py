@@ -244,6 +244,7 @@ def server_options(settings: Settings, max_connections: int | None = None) -> di
         # rather than wait on a connection that never completes.
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         "log_config": None,  # keep our log format
+        "access_log": settings.api_access_log,
     }
 
 

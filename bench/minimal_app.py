@@ -2,8 +2,9 @@
 measured against (`python -m bench.minimal_app --port P --body-file F`).
 
 Served by uvicorn with the API's own server options (`api.server.server_options`: its
-httptools protocol, keep-alive, connection limit, no access log) in one process, so the
-difference to `python -m api` with API_WORKERS=1 is only what the API does per request.
+httptools protocol, keep-alive, connection limit, access log or none as API_ACCESS_LOG says)
+in one process, so the difference to `python -m api` with API_WORKERS=1 is only what the API
+does per request.
 """
 
 import argparse
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     app = create_app(args.body_file.read_bytes(), gzip=args.gzip)
     options = server_options(Settings(database_url="postgresql://unused"))
-    uvicorn.run(app, host=LOOPBACK, port=args.port, access_log=False, **options)
+    uvicorn.run(app, host=LOOPBACK, port=args.port, **options)
 
 
 if __name__ == "__main__":

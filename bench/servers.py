@@ -62,7 +62,6 @@ def api_environment(database_url: str, port: int) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "API_HOST": LOOPBACK,
         "API_PORT": str(port),
-        "LOG_LEVEL": "WARNING",  # no access log line per request
     }
 
 
