@@ -2,13 +2,15 @@
 does it, the API reading it as its own role, a cuttable path to the database."""
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from collector.ticks import Tick
+from collector.writer import write_ticks
 from datatracker.settings import load_settings
 from tests.api_server import serve_api, until_cache_listens
 from tests.integration.history import (
@@ -21,6 +23,9 @@ from tests.integration.history import (
 from tests.integration.test_prices_hot import pairs, until_loaded
 from tests.tcp_proxy import TcpProxy
 
+# The pair `one_price` writes, as /prices names it.
+ONE_PRICE = "/prices/kraken/btcusd"
+
 
 @pytest.fixture
 async def history(database_url: str, collector_url: str) -> str:
@@ -31,6 +36,14 @@ async def history(database_url: str, collector_url: str) -> str:
     await refresh_candles(database_url)
     await refresh_rankings(database_url)
     return database_url
+
+
+@pytest.fixture
+async def one_price(conn: psycopg.AsyncConnection, now: datetime) -> None:
+    """kraken BTC/USD (ONE_PRICE) has a price a minute old."""
+    await write_ticks(
+        conn, [Tick(now - timedelta(minutes=1), "kraken", "btcusd", "BTC", "USD", 1.0)]
+    )
 
 
 @pytest.fixture

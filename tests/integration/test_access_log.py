@@ -1,25 +1,12 @@
 """A log line per request only when API_ACCESS_LOG asks for one: at thousands of requests a
 second the lines would drown the service's own and cost each worker ~30 µs a request."""
 
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-import psycopg
-import pytest
 
-from collector.ticks import Tick
-from collector.writer import write_ticks
 from tests.api_server import api_process
-
-PRICES = "/prices/kraken/btcusd"
-
-
-@pytest.fixture
-async def one_price(conn: psycopg.AsyncConnection, now: datetime) -> None:
-    await write_ticks(
-        conn, [Tick(now - timedelta(minutes=1), "kraken", "btcusd", "BTC", "USD", 1.0)]
-    )
+from tests.integration.conftest import ONE_PRICE as PRICES
 
 
 def answer_twice(api_url: str, log: Path, **settings: str) -> None:

@@ -10,29 +10,17 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
-from collector.ticks import Tick
-from collector.writer import write_ticks
 from datatracker.settings import load_settings
 from tests.api_server import api_process, serve_api
+from tests.integration.conftest import ONE_PRICE as PRICES
 
-PRICES = "/prices/kraken/btcusd"
 IDLE_SOCKETS = 2000
 HEADER_TIMEOUT = 1.5
-
-
-@pytest.fixture
-async def one_price(conn: psycopg.AsyncConnection, now: datetime) -> None:
-    """kraken BTC/USD has a price a minute old."""
-    await write_ticks(
-        conn, [Tick(now - timedelta(minutes=1), "kraken", "btcusd", "BTC", "USD", 1.0)]
-    )
 
 
 @contextlib.contextmanager
