@@ -38,6 +38,9 @@ STORED, STORED_LAST = b"\x00", b"\x01"
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 # Texts of instants kept at most: a day of 10-second cycles, twice over.
 MAX_INSTANTS = 20_000
+# Runs of instants whose texts are kept as lists (~2 kB each beside the texts): a day's parts
+# for ~90 timelines.
+MAX_RUNS = 1_200
 
 # What part_moments gives for each part, and sample_stdv takes end to end.
 PART_MOMENTS = 3
@@ -57,6 +60,23 @@ class _InstantTexts(dict[int, bytes]):
 
 
 _INSTANTS = _InstantTexts()
+
+
+# The texts of runs of instants (a part's array of them, as bytes), in order.
+_RUNS: dict[bytes, list[bytes]] = {}
+
+
+def _run_texts(times: array[int]) -> list[bytes]:
+    """The `_INSTANTS` texts of these instants. Pairs written by the same cycles share their
+    instants, so a part's run is looked up once for all of them: ~0.3 µs, against ~6 µs for
+    120 instants one by one."""
+    run = times.tobytes()
+    texts = _RUNS.get(run)
+    if texts is None:
+        if len(_RUNS) >= MAX_RUNS:
+            _RUNS.clear()
+        texts = _RUNS[run] = list(map(_INSTANTS.__getitem__, times))
+    return texts
 
 
 def part_moments(prices: array[float]) -> tuple[float, float, float]:
@@ -105,7 +125,7 @@ def history_points(exchange: str, symbol: str, times: array[int], prices: array[
     texts = _encode(prices.tolist())[1:-1].split(b",")
     pieces = [_pair(exchange, symbol) + b',"price":'] * (3 * len(texts))
     pieces[1::3] = texts
-    pieces[2::3] = map(_INSTANTS.__getitem__, times)
+    pieces[2::3] = _run_texts(times)
     return b"".join(pieces)[:-1]
 
 

@@ -78,6 +78,16 @@ def test_every_decoder_reads_the_json_of_the_price_history() -> None:
         assert body == gzip.decompress(answer.gzipped) == decoded_by_gzip_tool(answer.gzipped)
 
 
+def test_pairs_sharing_instants_or_differing_in_one_each_read_as_their_own() -> None:
+    """The instants' texts are kept by run, for every pair written at the same instants; a
+    window whose instants differ in one from a run kept before reads as its own."""
+    moved = day_window()
+    moved.times[700] += 1_000_000  # a second later, inside a part another window built
+    for window in (day_window(), day_window(), moved):
+        answer = window.answer_for(0, 1_440, Place(None, 0))
+        assert zlib.decompress(answer.gzipped, 31) == expected_body(window, answer)
+
+
 def test_a_text_deflates_to_the_same_bytes_whatever_was_deflated_before() -> None:
     """Every part is deflated by one compressor: what comes out for a text is what a new
     compressor gives it, and inflates alone, whatever texts went before (a text seen before
