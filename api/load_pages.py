@@ -5,11 +5,12 @@ connection of its own (api/windows.py: PriceWindows.load). A request for a pair 
 not held yet does not read it from SQL meanwhile: that would cost the API and the database
 more (~1.5 ms of the API's CPU a request, against ~0.06 ms a window read in bulk) and slow
 the load that every other request waits for. It asks for its window instead, and waits until
-it is kept: a reader of its own takes every window asked for since its last read at once.
+it is kept: a reader of its own takes every window asked for since its last read at once, and a
+second takes those asked for while the first reads.
 """
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 # markets.id is an integer: every market's id is between these.
@@ -40,9 +41,15 @@ class LoadPages:
         self._waited: dict[int, asyncio.Event] = {}  # not kept yet
         self._ended = False
 
-    def take(self) -> Read | None:
-        """The next page; None once every page is taken."""
-        return self._pages.pop() if self._pages else None
+    def take(self, held: Container[int] = ()) -> Read | None:
+        """The next page, less the markets in `held` (their windows asked for and kept
+        already); None once every page is taken."""
+        while self._pages:
+            page = self._pages.pop()
+            ids = [market_id for market_id in page.ids if market_id not in held]
+            if ids or page.above != LAST_MARKET_ID:
+                return Read(ids, page.above)
+        return None
 
     def again(self, page: Read) -> None:
         """A page taken is to be read again (a change was announced while it was read): it

@@ -1,7 +1,7 @@
 """The bulk load of the windows, as the role `api`: every window it keeps is the one SQL gives;
-a window asked for while it runs is read before the pages nobody asked for; and a change
-announced while a page is read or kept is not missed: what the page read before it is not
-kept, and is read again."""
+a window asked for while it runs is read before the pages nobody asked for, and one asked for
+while another is read does not wait for that read; and a change announced while a page is
+read or kept is not missed: what the page read before it is not kept, and is read again."""
 
 import asyncio
 import contextlib
@@ -77,6 +77,42 @@ async def test_a_window_asked_for_is_read_before_the_pages_nobody_asked_for(
     assert columns(window) == expected[last]
     assert held_then <= 3  # 8 pages take 1.6 s; the window asked for came in ~0.2 s
     assert len(windows) == 8
+
+
+async def test_a_window_asked_for_while_another_is_read_is_read_meanwhile(
+    history: str, api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read waits for `caught_up` (on a standby: the replay) until the test lets them
+    go: the page, a window asked for, and a second one asked for meanwhile all wait at once,
+    the second not behind the first."""
+    monkeypatch.setattr(windows_module, "LOAD_PAGE_MARKETS", 8)
+    monkeypatch.setattr(windows_module, "LOAD_WAIT_SECONDS", 30.0)
+    expected = await windows_in_sql(api_url)
+    first, second = sorted(expected)[-2:]
+    windows = await started(api_url)
+    waiting, arrived, go = 0, asyncio.Event(), asyncio.Event()
+
+    async def held_back() -> None:
+        nonlocal waiting
+        waiting += 1
+        arrived.set()
+        await go.wait()
+
+    async def until_waiting(reads: int) -> None:
+        async with asyncio.timeout(10):
+            while waiting < reads:
+                arrived.clear()
+                await arrived.wait()
+
+    load = asyncio.create_task(windows.load(api_url, held_back))
+    asked = [asyncio.create_task(windows.held_soon(first))]
+    await until_waiting(2)  # the page's read and the first window's
+    asked.append(asyncio.create_task(windows.held_soon(second)))
+    await until_waiting(3)
+    go.set()
+    held = await asyncio.gather(*asked)
+    await load
+    assert [columns(window) for window in held] == [expected[first], expected[second]]
 
 
 async def test_a_page_read_before_a_change_was_announced_is_read_again(

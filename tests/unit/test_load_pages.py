@@ -30,6 +30,17 @@ async def test_pages_take_every_market_once_in_order_and_the_last_reaches_above(
     assert len(pages) == max(1, -(-count // size))
 
 
+async def test_a_page_leaves_out_the_markets_held_already() -> None:
+    """Windows asked for and kept before their page are not read again; a page all held is
+    skipped, but not the last, which reaches above the ids known."""
+    plan = LoadPages(list(range(1, 8)), 3)  # [1, 2, 3], [4, 5, 6], [7]
+    held = {2, 4, 5, 6, 7}
+    pages = []
+    while (page := plan.take(held)) is not None:
+        pages.append(page)
+    assert pages == [Read([1, 3]), Read([], 7)]
+
+
 async def test_windows_asked_for_are_taken_together_and_each_once() -> None:
     plan = LoadPages(list(range(1, 11)), 5)
     waiting = [asyncio.create_task(plan.until_kept(market)) for market in (9, 4, 9)]
