@@ -80,13 +80,19 @@ class LoadPages:
             kept.set()
         self._waited.clear()
 
-    async def until_kept(self, market_id: int) -> None:
-        """Ask for this market's window and return once it is kept (or the load ended)."""
+    def ask(self, market_id: int) -> asyncio.Event | None:
+        """Ask for this market's window (once): the event set once it is kept or the load
+        ended; None if it has ended."""
         if self._ended:
-            return
+            return None
         kept = self._waited.get(market_id)
         if kept is None:
             kept = self._waited[market_id] = asyncio.Event()
             self._asked[market_id] = None
             self._asking.set()
-        await kept.wait()
+        return kept
+
+    async def until_kept(self, market_id: int) -> None:
+        """Ask for this market's window and return once it is kept (or the load ended)."""
+        if (kept := self.ask(market_id)) is not None:
+            await kept.wait()

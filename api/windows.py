@@ -539,6 +539,16 @@ class PriceWindows:
             await asyncio.sleep(0)
         return True
 
+    def ask(self, exchange: str, symbol: str) -> None:
+        """Have a load under way read this pair's window at once if it is not held, without
+        waiting for it: a request asks as it comes, so the read goes on during its sync round
+        (`held_soon` then waits for the same read)."""
+        pages = self._pages
+        if pages is not None:
+            market_id = self._markets.get((exchange, symbol))
+            if market_id is not None and market_id not in self._windows:
+                pages.ask(market_id)
+
     async def held_soon(self, market_id: int) -> Window | None:
         """The market's window, once a load under way has kept it (asked for, it is read at
         once), waiting at most LOAD_WAIT_SECONDS; None when it is not held then."""

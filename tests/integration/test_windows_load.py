@@ -1,7 +1,8 @@
 """The bulk load of the windows, as the role `api`: every window it keeps is the one SQL gives;
-a window asked for while it runs is read before the pages nobody asked for, and one asked for
-while another is read does not wait for that read; and a change announced while a page is
-read or kept is not missed: what the page read before it is not kept, and is read again."""
+a window asked for while it runs is read before the pages nobody asked for, from the moment it
+is asked, and one asked for while another is read does not wait for that read; and a change
+announced while a page is read or kept is not missed: what the page read before it is not
+kept, and is read again."""
 
 import asyncio
 import contextlib
@@ -79,40 +80,69 @@ async def test_a_window_asked_for_is_read_before_the_pages_nobody_asked_for(
     assert len(windows) == 8
 
 
+class HeldBack:
+    """A load's `caught_up` that holds every read back until `go` is set, counting them."""
+
+    def __init__(self) -> None:
+        self.reads, self.go, self._arrived = 0, asyncio.Event(), asyncio.Event()
+
+    async def __call__(self) -> None:
+        self.reads += 1
+        self._arrived.set()
+        await self.go.wait()
+
+    async def until(self, reads: int) -> None:
+        async with asyncio.timeout(10):
+            while self.reads < reads:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
 async def test_a_window_asked_for_while_another_is_read_is_read_meanwhile(
     history: str, api_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every read waits for `caught_up` (on a standby: the replay) until the test lets them
-    go: the page, a window asked for, and a second one asked for meanwhile all wait at once,
-    the second not behind the first."""
+    """The page, a window asked for, and a second one asked for meanwhile are all read at
+    once, the second not behind the first."""
     monkeypatch.setattr(windows_module, "LOAD_PAGE_MARKETS", 8)
     monkeypatch.setattr(windows_module, "LOAD_WAIT_SECONDS", 30.0)
     expected = await windows_in_sql(api_url)
     first, second = sorted(expected)[-2:]
-    windows = await started(api_url)
-    waiting, arrived, go = 0, asyncio.Event(), asyncio.Event()
-
-    async def held_back() -> None:
-        nonlocal waiting
-        waiting += 1
-        arrived.set()
-        await go.wait()
-
-    async def until_waiting(reads: int) -> None:
-        async with asyncio.timeout(10):
-            while waiting < reads:
-                arrived.clear()
-                await arrived.wait()
-
+    windows, held_back = await started(api_url), HeldBack()
     load = asyncio.create_task(windows.load(api_url, held_back))
-    asked = [asyncio.create_task(windows.held_soon(first))]
-    await until_waiting(2)  # the page's read and the first window's
-    asked.append(asyncio.create_task(windows.held_soon(second)))
-    await until_waiting(3)
-    go.set()
+    try:
+        asked = [asyncio.create_task(windows.held_soon(first))]
+        await held_back.until(2)  # the page's read and the first window's
+        asked.append(asyncio.create_task(windows.held_soon(second)))
+        await held_back.until(3)
+    finally:
+        held_back.go.set()
+        await load
     held = await asyncio.gather(*asked)
-    await load
     assert [columns(window) for window in held] == [expected[first], expected[second]]
+
+
+async def test_a_window_asked_for_as_a_request_comes_is_read_before_it_waits(
+    history: str, api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request asks for its window as it comes (`ask`), and waits for it only after its
+    sync round: the read begins at the ask, with nobody waiting yet."""
+    monkeypatch.setattr(windows_module, "LOAD_PAGE_MARKETS", 8)
+    monkeypatch.setattr(windows_module, "LOAD_WAIT_SECONDS", 30.0)
+    expected = await windows_in_sql(api_url)
+    last = max(expected)
+    async with await psycopg.AsyncConnection.connect(api_url) as conn:
+        cursor = await conn.execute("SELECT exchange, symbol FROM markets WHERE id = %s", [last])
+        exchange, symbol = await cursor.fetchone() or ("", "")
+    windows, held_back = await started(api_url), HeldBack()
+    load = asyncio.create_task(windows.load(api_url, held_back))
+    try:
+        await held_back.until(1)  # the page's read
+        windows.ask(exchange, symbol)
+        await held_back.until(2)
+    finally:
+        held_back.go.set()
+        await load
+    assert columns(windows.window(last)) == expected[last]
 
 
 async def test_a_page_read_before_a_change_was_announced_is_read_again(
