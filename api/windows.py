@@ -545,7 +545,7 @@ class PriceWindows:
         (`held_soon` then waits for the same read)."""
         pages = self._pages
         if pages is not None:
-            market_id = self._markets.get((exchange, symbol))
+            market_id = self.market_id(exchange, symbol)
             if market_id is not None and market_id not in self._windows:
                 pages.ask(market_id)
 
